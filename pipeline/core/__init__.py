@@ -1,0 +1,1 @@
+"""daytwo pipeline core."""
