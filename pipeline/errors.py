@@ -35,3 +35,7 @@ class CollectorError(DaytwoError):
 
 class SinkError(DaytwoError):
     """The PR sink could not locate, patch or commit a workload's manifest."""
+
+
+class QuantityError(DaytwoError):
+    """A Kubernetes quantity ("250m", "1.5Gi") could not be parsed or is out of range."""
