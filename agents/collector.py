@@ -221,8 +221,11 @@ async def run_agent(
     stop_event: asyncio.Event,
     clock: Callable[[], float],
     metrics: AgentMetrics | None = None,
+    topic_prefix: str = "",
 ) -> int:
     """Scrape every collector each interval and publish, until ``stop_event`` is set.
+
+    ``topic_prefix`` is put in front of every topic name (isolated test topics).
 
     Each cycle's messages are flushed before the next sleep, so delivery errors surface
     once per interval. A collector that raises ``CollectorError`` is logged and counted;
@@ -243,7 +246,7 @@ async def run_agent(
                 log.warning("scrape of %s failed: %s", type(collector).__name__, error)
                 continue
             for message in outgoing:
-                await publisher.send(message.topic, message.key, message.value)
+                await publisher.send(topic_prefix + message.topic, message.key, message.value)
                 published += 1
         await publisher.flush()
         next_due += interval_seconds

@@ -1,0 +1,233 @@
+"""The ``daytwo`` command: broker, topics, agent, worker, sink, demo.
+
+Each sub-command builds one :class:`~pipeline.settings.Settings` from its flags, the
+``DAYTWO_*`` environment and the optional YAML file, then calls a thin runner. Flag
+help comes from the settings' field descriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from prometheus_client import CollectorRegistry
+
+from pipeline.errors import DaytwoError
+from pipeline.settings import Settings, load_settings, require_bootstrap
+
+app = typer.Typer(
+    name="daytwo",
+    help="Full-stack right-sizing for Kubernetes, proposed as pull requests.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _help(field: str) -> str:
+    description = Settings.model_fields[field].description
+    return description or field
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help=_help("config"))]
+BootstrapOpt = Annotated[
+    str | None, typer.Option("--kafka-bootstrap", help=_help("kafka_bootstrap"))
+]
+PrefixOpt = Annotated[str | None, typer.Option("--topic-prefix", help=_help("topic_prefix"))]
+LogOpt = Annotated[str | None, typer.Option("--log-level", help=_help("log_level"))]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except DaytwoError as exc:
+        typer.echo(f"daytwo: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return settings
+
+
+def _fail(exc: DaytwoError) -> typer.Exit:
+    typer.echo(f"daytwo: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def broker(
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: a free one).")
+    ] = None,
+    partitions: Annotated[int | None, typer.Option(help=_help("partitions"))] = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Run the embedded Kafka-compatible broker on 127.0.0.1 until Ctrl-C."""
+    from pipeline.broker import run_broker_forever  # noqa: PLC0415 - keep CLI start fast
+
+    settings = _settings(partitions=partitions, topic_prefix=topic_prefix)
+    try:
+        run_broker_forever(port, partitions=settings.partitions, prefix=settings.topic_prefix)
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def topics(
+    config: ConfigOpt = None,
+    kafka_bootstrap: BootstrapOpt = None,
+    topic_prefix: PrefixOpt = None,
+    partitions: Annotated[int | None, typer.Option(help=_help("partitions"))] = None,
+) -> None:
+    """Create daytwo's topics (idempotent; checks partition counts)."""
+    from pipeline.topics import ensure_topics  # noqa: PLC0415
+
+    settings = _settings(
+        config=config,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        partitions=partitions,
+    )
+    try:
+        asyncio.run(
+            ensure_topics(
+                require_bootstrap(settings),
+                prefix=settings.topic_prefix,
+                partitions_override=settings.partitions,
+            )
+        )
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+    typer.echo("topics ready")
+
+
+@app.command()
+def agent(
+    config: ConfigOpt = None,
+    kafka_bootstrap: BootstrapOpt = None,
+    topic_prefix: PrefixOpt = None,
+    mapping_file: Annotated[
+        Path | None, typer.Option("--mapping", help=_help("mapping_file"))
+    ] = None,
+    scrape_interval_seconds: Annotated[
+        float | None, typer.Option("--interval", help=_help("scrape_interval_seconds"))
+    ] = None,
+    node_name: Annotated[str | None, typer.Option("--node-name", help=_help("node_name"))] = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Collect cgroup and node samples and publish them to Kafka."""
+    from pipeline.runners import run_agent_process  # noqa: PLC0415
+
+    settings = _settings(
+        config=config,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        mapping_file=mapping_file,
+        scrape_interval_seconds=scrape_interval_seconds,
+        node_name=node_name,
+        log_level=log_level,
+    )
+    try:
+        run_agent_process(settings)
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    kafka_bootstrap: BootstrapOpt = None,
+    topic_prefix: PrefixOpt = None,
+    profile: Annotated[str | None, typer.Option(help=_help("profile"))] = None,
+    min_samples: Annotated[int | None, typer.Option(help=_help("min_samples"))] = None,
+    flush_interval_seconds: Annotated[
+        float | None, typer.Option("--flush-interval", help=_help("flush_interval_seconds"))
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help=_help("metrics_port"))] = None,
+    data_dir: Annotated[Path | None, typer.Option(help=_help("data_dir"))] = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Run a pipeline worker (Faust): windows, sizing, recommendations."""
+    from pipeline.runners import run_worker_process  # noqa: PLC0415
+
+    settings = _settings(
+        config=config,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        profile=profile,
+        min_samples=min_samples,
+        flush_interval_seconds=flush_interval_seconds,
+        metrics_port=metrics_port,
+        data_dir=data_dir,
+        log_level=log_level,
+    )
+    try:
+        run_worker_process(settings, CollectorRegistry())
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def sink(
+    config: ConfigOpt = None,
+    kafka_bootstrap: BootstrapOpt = None,
+    topic_prefix: PrefixOpt = None,
+    gitops_repo: Annotated[Path | None, typer.Option("--repo", help=_help("gitops_repo"))] = None,
+    gitops_base_branch: Annotated[
+        str | None, typer.Option("--base-branch", help=_help("gitops_base_branch"))
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help=_help("metrics_port"))] = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Consume recommendations and commit them as branches in the GitOps repo (dry-run)."""
+    from pipeline.runners import run_sink_process  # noqa: PLC0415
+
+    settings = _settings(
+        config=config,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        gitops_repo=gitops_repo,
+        gitops_base_branch=gitops_base_branch,
+        metrics_port=metrics_port,
+        log_level=log_level,
+    )
+    try:
+        run_sink_process(settings, CollectorRegistry())
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Scratch directory for the demo (recreated).")
+    ] = Path(".daytwo-demo"),
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 170.0,
+    force_replay: Annotated[
+        bool, typer.Option("--replay", help="Replay the bundled trace even if cgroups work.")
+    ] = False,
+) -> None:
+    """Everything on one machine: broker, a real workload in a real cgroup, agent,
+    worker and sink; prints the recommendations and the branch with its diff."""
+    from pipeline.demo import run_demo  # noqa: PLC0415
+
+    _settings(log_level="WARNING")  # the demo prints its own progress
+    try:
+        code = run_demo(workdir, timeout=timeout, force_replay=force_replay)
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="daytwo")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The worker's logic between Kafka and the core, with no Faust in it.
+
+A :class:`Processor` takes raw records from the container-samples topic, validates them
+(invalid ones become dead-letter records), applies samples to each container's
+:class:`~pipeline.core.window.ContainerWindow`, and on :meth:`Processor.checkpoint`
+writes every changed window once to the state store and returns the recommendation
+sets that changed. The Faust app (``pipeline/app.py``) only moves bytes in and out.
+
+Checkpoint discipline: live state sits in an in-memory cache; the store (a
+changelog-backed Faust table) is written once per dirty container per checkpoint. The
+caller acknowledges input records only after a checkpoint, so committed offsets never
+run ahead of the changelog; records redelivered after a crash are skipped by each
+window's last-applied timestamp, which makes replay idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pipeline.core.profiles import Profile
+from pipeline.core.sizing import CurrentResources, recommend
+from pipeline.core.window import ContainerWindow, SampleInput
+from pipeline.errors import InvalidMessageError
+from pipeline.metrics import WorkerMetrics
+from schemas.hashing import recommendation_set_hash
+from schemas.models import (
+    ContainerSample,
+    ContainerSampleBatch,
+    DeadLetter,
+    Recommendation,
+    RecommendationSet,
+)
+from schemas.validate import decode_container_batch, make_deadletter, validate_dict
+
+
+class StateStore(Protocol):
+    """Where container windows are checkpointed (a Faust table in production)."""
+
+    def load(self, key: str) -> bytes | None:
+        """The last checkpoint of ``key``, or None."""
+
+    def save(self, key: str, value: bytes, partition: int) -> None:
+        """Checkpoint ``key`` into the changelog partition of its input partition."""
+
+
+@dataclass
+class _Tracked:
+    """One container's live state and where its input comes from."""
+
+    window: ContainerWindow
+    partition: int
+    workload: str
+    container: str
+    current: CurrentResources
+    recommendation: Recommendation | None = None
+
+
+@dataclass
+class Processor:
+    """Applies container batches to per-container windows; checkpoints on demand."""
+
+    profile: Profile
+    store: StateStore
+    metrics: WorkerMetrics
+    clock: Callable[[], float]
+    source_topic: str
+    _tracked: dict[str, _Tracked] = field(default_factory=dict)
+    _dirty: set[str] = field(default_factory=set)
+    _workload_containers: dict[str, set[str]] = field(default_factory=dict)
+
+    def handle(
+        self, key: bytes | None, value: bytes | None, *, partition: int, offset: int
+    ) -> DeadLetter | None:
+        """Apply one record; return a dead-letter record if it is invalid.
+
+        Nothing is raised for bad input: a worker never crashes on a record. A
+        tombstone (no value) is invalid on this topic and dead-lettered as empty.
+        """
+        value = value if value is not None else b""
+        try:
+            batch = decode_container_batch(value)
+            if key is not None and key != batch.workload.encode():
+                msg = (
+                    f"record key {key[:200]!r} does not match the batch's workload "
+                    f"{batch.workload!r}; producers must key by workload id"
+                )
+                raise InvalidMessageError(msg, stage="route")
+            inputs = [_sample_input(sample) for sample in batch.samples]
+        except InvalidMessageError as exc:
+            self.metrics.deadletters.labels(stage=exc.stage).inc()
+            return make_deadletter(
+                topic=self.source_topic,
+                partition=partition,
+                offset=offset,
+                key=key,
+                value=value,
+                reason=exc.reason,
+                stage=exc.stage,
+                failed_at=self.clock(),
+            )
+        self._apply_batch(batch, inputs, partition)
+        return None
+
+    def _apply_batch(
+        self, batch: ContainerSampleBatch, inputs: list[SampleInput], partition: int
+    ) -> None:
+        """Apply a batch whose samples were all checked first (no partial batches)."""
+        self.metrics.batches_processed.inc()
+        for sample, sample_input in zip(batch.samples, inputs, strict=True):
+            tracked = self._get(batch.workload, sample.container, partition)
+            tracked.current = _current_from(sample, tracked.current)
+            if tracked.window.apply(sample_input):
+                self.metrics.samples_processed.inc()
+                self._dirty.add(_container_key(batch.workload, sample.container))
+            else:
+                self.metrics.samples_replayed.inc()
+
+    def _get(self, workload: str, container: str, partition: int) -> _Tracked:
+        key = _container_key(workload, container)
+        tracked = self._tracked.get(key)
+        if tracked is None:
+            saved = self.store.load(key)
+            window = (
+                ContainerWindow.from_bytes(saved)
+                if saved is not None
+                else ContainerWindow.new(self.profile)
+            )
+            tracked = _Tracked(window, partition, workload, container, CurrentResources())
+            self._tracked[key] = tracked
+            self._workload_containers.setdefault(workload, set()).add(key)
+            self.metrics.tracked_containers.set(len(self._tracked))
+        tracked.partition = partition
+        return tracked
+
+    def checkpoint(self) -> list[RecommendationSet]:
+        """Write each dirty window once; return the recommendation sets that changed.
+
+        A set is emitted when any member's recommendation hash differs from the one
+        last emitted (kept in the window, so it survives restarts). Call this, send
+        the returned sets, then acknowledge the input records handled before it.
+        """
+        if not self._dirty:
+            return []
+        now = self.clock()
+        with self.metrics.checkpoint_seconds.time():
+            changed_workloads: set[str] = set()
+            for key in self._dirty:
+                tracked = self._tracked[key]
+                proposal = recommend(
+                    tracked.window,
+                    self.profile,
+                    workload=tracked.workload,
+                    container=tracked.container,
+                    current=tracked.current,
+                    now=now,
+                )
+                if proposal is None:
+                    continue
+                tracked.recommendation = validate_dict(Recommendation, proposal)
+                if tracked.recommendation.hash != tracked.window.last_emitted_hash:
+                    changed_workloads.add(tracked.workload)
+            sets = [self._set_for(w, now) for w in sorted(changed_workloads)]
+            for rec_set in sets:
+                for rec in rec_set.recommendations:
+                    ckey = _container_key(rec.workload, rec.container)
+                    self._tracked[ckey].window.last_emitted_hash = rec.hash
+                    self._dirty.add(ckey)
+            for key in sorted(self._dirty):
+                tracked = self._tracked[key]
+                self.store.save(key, tracked.window.to_bytes(), tracked.partition)
+                self.metrics.checkpoints.inc()
+            self._dirty.clear()
+        self.metrics.recommendations_emitted.inc(len(sets))
+        return sets
+
+    def _set_for(self, workload: str, now: float) -> RecommendationSet:
+        members = [
+            self._tracked[k].recommendation
+            for k in sorted(self._workload_containers.get(workload, ()))
+            if self._tracked[k].recommendation is not None
+        ]
+        recs = [m for m in members if m is not None]
+        return RecommendationSet(
+            schema_version=1,
+            kind="recommendation-set",
+            workload=workload,
+            generated_at=now,
+            recommendations=tuple(recs),
+            hash=recommendation_set_hash(r.hash for r in recs),
+        )
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """Drop cached state of revoked partitions (it is in the changelog already).
+
+        Call only right after a checkpoint, so nothing dirty is dropped.
+        """
+        for key in [k for k, t in self._tracked.items() if t.partition in partitions]:
+            tracked = self._tracked.pop(key)
+            self._dirty.discard(key)
+            members = self._workload_containers.get(tracked.workload)
+            if members is not None:
+                members.discard(key)
+                if not members:
+                    del self._workload_containers[tracked.workload]
+        self.metrics.tracked_containers.set(len(self._tracked))
+
+    @property
+    def has_dirty(self) -> bool:
+        """Whether a checkpoint would write anything."""
+        return bool(self._dirty)
+
+
+def _container_key(workload: str, container: str) -> str:
+    return f"{workload}:{container}"
+
+
+def _sample_input(sample: ContainerSample) -> SampleInput:
+    return SampleInput(
+        timestamp=sample.timestamp,
+        interval_seconds=sample.interval_seconds,
+        cpu_usage_cores=sample.cpu_usage_cores,
+        memory_working_set_bytes=sample.memory_working_set_bytes,
+        cpu_throttled_ratio=sample.cpu_throttled_ratio,
+        oom_kills=sample.oom_kills,
+        cpu_limit_cores=sample.cpu_limit_cores,
+        memory_limit_bytes=sample.memory_limit_bytes,
+    )
+
+
+def _current_from(sample: ContainerSample, previous: CurrentResources) -> CurrentResources:
+    """What is in force for a bare cgroup: its observed limits.
+
+    A cgroup has no requests; as Kubernetes does for a container that sets only a
+    limit, the request is taken to equal the limit. Workload specs from the
+    inventory (a later stage) will supply the declared requests.
+    """
+    return CurrentResources(
+        cpu_request_cores=sample.cpu_limit_cores,
+        cpu_limit_cores=sample.cpu_limit_cores,
+        memory_request_bytes=sample.memory_limit_bytes,
+        memory_limit_bytes=sample.memory_limit_bytes,
+        jvm_max_heap_bytes=previous.jvm_max_heap_bytes,
+    )
