@@ -389,8 +389,11 @@ def run_broker_forever(
     log_path: Path | None = None,
     out: IO[str] | None = None,
     poll_seconds: float = 1.0,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Run the embedded broker until SIGINT or SIGTERM, for ``daytwo broker``.
+
+    ``on_ready(bootstrap)`` runs once the broker answers (the CLI creates the topics).
 
     Prints the bootstrap address alone on one line of ``out`` (stdout by default) so
     scripts can capture it, and a human hint on stderr. Returns normally (no traceback)
@@ -409,6 +412,8 @@ def run_broker_forever(
     broker = EmbeddedBroker(host=host, port=port, log_path=log_path)
     try:
         broker.start()
+        if on_ready is not None:
+            on_ready(broker.bootstrap)
         print(broker.bootstrap, file=stream, flush=True)
         print(
             f"embedded Kafka broker (Tansu, in-memory) at {broker.bootstrap}; "

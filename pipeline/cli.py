@@ -66,12 +66,22 @@ def broker(
     partitions: Annotated[int | None, typer.Option(help=_help("partitions"))] = None,
     topic_prefix: PrefixOpt = None,
 ) -> None:
-    """Run the embedded Kafka-compatible broker on 127.0.0.1 until Ctrl-C."""
+    """Run the embedded Kafka-compatible broker on 127.0.0.1 with daytwo's topics, until
+    Ctrl-C. Prints the bootstrap address on stdout."""
     from pipeline.broker import run_broker_forever  # noqa: PLC0415 - keep CLI start fast
+    from pipeline.topics import ensure_topics  # noqa: PLC0415
 
     settings = _settings(partitions=partitions, topic_prefix=topic_prefix)
+
+    def create_topics(bootstrap: str) -> None:
+        asyncio.run(
+            ensure_topics(
+                bootstrap, prefix=settings.topic_prefix, partitions_override=settings.partitions
+            )
+        )
+
     try:
-        run_broker_forever(port, partitions=settings.partitions, prefix=settings.topic_prefix)
+        run_broker_forever(port, on_ready=create_topics)
     except DaytwoError as exc:
         raise _fail(exc) from exc
 
