@@ -28,7 +28,7 @@ from pipeline.core.profiles import Profile, get_profile
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
 from pipeline.settings import Settings, require_bootstrap
-from pipeline.topics import TopicSpec, ensure_topics, topic_names
+from pipeline.topics import DEADLETTER_MAX_MESSAGE_BYTES, TopicSpec, ensure_topics, topic_names
 from schemas.validate import encode
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,9 @@ def build_worker(
         producer_max_batch_size=1 if embedded else 16384,
         producer_linger_ms=0 if embedded else 5,
         producer_acks=-1,
+        # A dead letter carries the rejected value base64'd (a 1 MiB input becomes
+        # ~1.4 MB); Faust's default 1,000,000-byte request cap would crash the agent.
+        producer_max_request_size=DEADLETTER_MAX_MESSAGE_BYTES,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,

@@ -147,14 +147,17 @@ def schema_strategy(
             )
         keys = _leaf_strategy({"type": "string", **schema.get("propertyNames", {})})
         values = schema_strategy(schema["additionalProperties"], resolver, full=full)
-        size = min(schema.get("maxProperties", _SHORT), _SHORT)
+        size = 1 if full else min(schema.get("maxProperties", _SHORT), _SHORT)
         return st.dictionaries(keys, values, min_size=1 if full else 0, max_size=size)
     if schema_type == "array":
         min_items = max(schema.get("minItems", 0), 1 if full else 0)
+        # ``full`` exists to break every field: one item per array already holds each
+        # field once, and more items only multiply the (slow) schema checks.
+        extra = 0 if full else _SHORT
         return st.lists(
             schema_strategy(schema["items"], resolver, full=full),
             min_size=min_items,
-            max_size=min(schema.get("maxItems", min_items + _SHORT), min_items + _SHORT),
+            max_size=min(schema.get("maxItems", min_items + extra), min_items + extra),
         )
     return _leaf_strategy(schema)
 
