@@ -450,3 +450,31 @@ def test_run_sink_applies_dead_letters_and_commits_offsets(
 
     # The group's offset was committed past both records (one key: one partition).
     assert asyncio.run(committed()) == 2
+
+
+def test_the_pr_shows_what_the_manifest_declares_as_current(repo: GitRepo) -> None:
+    # The agent observed cgroup limits (2 cores, 3Gi) that the manifest does not say;
+    # the reviewer must see the file's 500m / 1Gi, and the observed CPU limit only
+    # where the manifest sets none.
+    app = recommendation(
+        "app",
+        current={
+            "cpu_request_cores": 2.0,
+            "cpu_limit_cores": 2.0,
+            "memory_request_bytes": 3 * GI,
+            "memory_limit_bytes": 3 * GI,
+        },
+        recommended={"cpu_request_cores": 0.348, "memory_request_bytes": 512 * MI},
+    )
+    apply_recommendation_set(repo, recommendation_set(app))
+
+    note = repo.read_file_at("daytwo/shop/checkout", PR_NOTE_PATH)
+    assert note is not None
+    current = {
+        cells[1].strip(): cells[2].strip()
+        for cells in (line.split("|") for line in note.splitlines() if line.startswith("| "))
+    }
+    assert current["CPU request"] == "500m"
+    assert current["Memory request"] == "1Gi"
+    assert current["Memory limit"] == "1Gi"
+    assert current["CPU limit"] == "2"  # unset in the file: the observed value stays

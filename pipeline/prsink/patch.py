@@ -35,7 +35,12 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipeline.core.quantity import format_cpu, format_memory, parse_cpu, parse_memory
 from pipeline.errors import DaytwoError, SinkError
-from pipeline.prsink.locate import POD_TEMPLATE_PATHS, DocumentChunk, split_documents
+from pipeline.prsink.locate import (
+    POD_TEMPLATE_PATHS,
+    DocumentChunk,
+    load_document,
+    split_documents,
+)
 
 #: More aliases than this in one document is refused (alias bombs, or YAML too clever
 #: to patch safely); real Kubernetes manifests use none.
@@ -128,6 +133,46 @@ def patch_resources(
     if len(split_documents(result[len(bom) :])) != len(chunks):
         raise SinkError("patching would change the number of YAML documents; refusing")
     return result
+
+
+def declared_resources(
+    text: str, document_index: int, kind: str, container: str
+) -> dict[str, float | int | None]:
+    """What the manifest declares for ``container`` now, in base units (None = unset).
+
+    The PR shows these as "current", so a reviewer compares the proposal with the file
+    it changes rather than with what an agent observed at run time. An unparsable
+    quantity reads as None (the patch replaces it anyway).
+    """
+    chunks = split_documents(text.removeprefix("\ufeff"))
+    if not 0 <= document_index < len(chunks):
+        raise SinkError(
+            f"document index {document_index} out of range: the file has {len(chunks)} document(s)"
+        )
+    try:
+        resources = _plain_container(load_document(chunks[document_index]), kind, container).get(
+            "resources"
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SinkError(f"container {container!r} not found in the {kind} document") from exc
+    sections = resources if isinstance(resources, dict) else {}
+
+    def read(section: str, key: str) -> float | int | None:
+        values = sections.get(section)
+        raw = values.get(key) if isinstance(values, dict) else None
+        if raw is None:
+            return None
+        try:
+            return parse_cpu(str(raw)) if key == "cpu" else parse_memory(str(raw))
+        except (ValueError, ArithmeticError, DaytwoError):
+            return None
+
+    return {
+        "cpu_request_cores": read("requests", "cpu"),
+        "cpu_limit_cores": read("limits", "cpu"),
+        "memory_request_bytes": read("requests", "memory"),
+        "memory_limit_bytes": read("limits", "memory"),
+    }
 
 
 def patch_document(body: str, kind: str, container: str, recommended: Mapping[str, Any]) -> str:

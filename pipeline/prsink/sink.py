@@ -34,7 +34,7 @@ from pipeline.errors import BrokerError, InvalidMessageError, SinkError
 from pipeline.prsink.body import extract_hash, render_pr
 from pipeline.prsink.git import CommitAuthor, GitRepo
 from pipeline.prsink.locate import WorkloadId, find_workload_document, is_manifest_path
-from pipeline.prsink.patch import patch_resources
+from pipeline.prsink.patch import declared_resources, patch_resources
 from pipeline.topics import DEADLETTER, DEADLETTER_MAX_MESSAGE_BYTES, RECOMMENDATIONS
 from schemas.models import RecommendationSet
 from schemas.validate import decode, encode, make_deadletter
@@ -67,6 +67,24 @@ class SinkResult:
 def branch_for(workload: WorkloadId) -> str:
     """The one branch per workload: ``daytwo/<namespace>/<name>``."""
     return f"daytwo/{workload.namespace}/{workload.name}"
+
+
+def _with_declared_current(
+    rec_set: Mapping[str, Any], manifest: str, document_index: int
+) -> dict[str, Any]:
+    """The set with each member's ``current`` taken from the manifest on the base branch.
+
+    Where the manifest leaves a value unset the recommendation's observed value stays,
+    so the PR says what the file declares and, failing that, what was in force.
+    """
+    kind = WorkloadId.parse(str(rec_set["workload"])).kind
+    members = []
+    for rec in rec_set.get("recommendations", ()):
+        declared = declared_resources(manifest, document_index, kind, str(rec["container"]))
+        observed = dict(rec.get("current") or {})
+        current = {k: (v if v is not None else observed.get(k)) for k, v in declared.items()}
+        members.append({**rec, "current": {**observed, **current}})
+    return {**rec_set, "recommendations": members}
 
 
 def render_pr_note(rec_set: Mapping[str, Any]) -> str:
@@ -154,7 +172,7 @@ def apply_recommendation_set(
         return SinkResult(
             workload_text, branch, None, False, (), f"{location.path} on {base} already says this"
         )
-    note = render_pr_note(rec_set)
+    note = render_pr_note(_with_declared_current(rec_set, original, location.document_index))
     title = note.splitlines()[0].removeprefix("# ")
     message = f"{title}\n\nRecommendation set {set_hash} for {workload_text}.\n"
     files = {location.path: patched, PR_NOTE_PATH: note}
