@@ -21,6 +21,7 @@ class WorkerMetrics:
     recommendations_emitted: Counter
     deadletters: Counter
     checkpoints: Counter
+    sizing_errors: Counter
     tracked_containers: Gauge
     consumer_lag: Gauge
     checkpoint_seconds: Histogram
@@ -59,6 +60,11 @@ class WorkerMetrics:
             checkpoints=Counter(
                 "daytwo_worker_checkpoints_total",
                 "Container states written to the changelog-backed table.",
+                registry=registry,
+            ),
+            sizing_errors=Counter(
+                "daytwo_worker_sizing_errors_total",
+                "Containers whose sizing failed at a checkpoint (logged with a traceback).",
                 registry=registry,
             ),
             tracked_containers=Gauge(

@@ -15,6 +15,7 @@ window's last-applied timestamp, which makes replay idempotent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,6 +34,8 @@ from schemas.models import (
     RecommendationSet,
 )
 from schemas.validate import decode_container_batch, make_deadletter, validate_dict
+
+log = logging.getLogger(__name__)
 
 
 class StateStore(Protocol):
@@ -148,17 +151,25 @@ class Processor:
             changed_workloads: set[str] = set()
             for key in self._dirty:
                 tracked = self._tracked[key]
-                proposal = recommend(
-                    tracked.window,
-                    self.profile,
-                    workload=tracked.workload,
-                    container=tracked.container,
-                    current=tracked.current,
-                    now=now,
-                )
-                if proposal is None:
+                try:
+                    proposal = recommend(
+                        tracked.window,
+                        self.profile,
+                        workload=tracked.workload,
+                        container=tracked.container,
+                        current=tracked.current,
+                        now=now,
+                    )
+                    if proposal is None:
+                        continue
+                    tracked.recommendation = validate_dict(Recommendation, proposal)
+                except Exception:
+                    # One container's sizing failing (a bug, or a proposal the contract
+                    # rejects) must not stop the others or the checkpoint: its state is
+                    # still saved below and it is retried at its next change.
+                    log.exception("sizing %s failed; state kept, no recommendation", key)
+                    self.metrics.sizing_errors.inc()
                     continue
-                tracked.recommendation = validate_dict(Recommendation, proposal)
                 if tracked.recommendation.hash != tracked.window.last_emitted_hash:
                     changed_workloads.add(tracked.workload)
             sets = [self._set_for(w, now) for w in sorted(changed_workloads)]

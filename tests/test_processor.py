@@ -17,6 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from pipeline import processor as processor_module
 from pipeline.core.profiles import Profile, get_profile
+from pipeline.core.sizing import recommend
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
 from schemas.hashing import recommendation_set_hash
@@ -434,3 +437,28 @@ def test_the_save_goes_to_the_partition_the_input_came_from(partition: int) -> N
     feed(harness, steady_records(WORKLOAD_A, partition, ["app"], 1))
     harness.processor.checkpoint()
     assert harness.store.saves == [(f"{WORKLOAD_A}:app", partition)]
+
+
+def test_a_container_whose_sizing_fails_is_counted_and_the_others_still_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fault injection: sizing raises for the sidecar only (stands in for a core bug).
+
+    def failing_for_sidecar(*args: Any, **kwargs: Any) -> dict[str, object] | None:
+        if kwargs["container"] == "sidecar":
+            raise RuntimeError("sizing bug")
+        return recommend(*args, **kwargs)
+
+    monkeypatch.setattr(processor_module, "recommend", failing_for_sidecar, raising=True)
+    harness = make_harness()
+    feed(harness, steady_records(WORKLOAD_A, PARTITION_A, ["app", "sidecar"], 5))
+
+    sets = harness.processor.checkpoint()
+
+    assert [r.container for s in sets for r in s.recommendations] == ["app"]
+    assert sorted(k for k, _ in harness.store.saves) == [
+        f"{WORKLOAD_A}:app",
+        f"{WORKLOAD_A}:sidecar",
+    ]
+    assert harness.metric("daytwo_worker_sizing_errors_total") == 1
+    assert "sizing bug" in caplog.text
