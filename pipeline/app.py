@@ -141,8 +141,8 @@ def build_worker(
         # A dead letter carries the rejected value base64'd (a 1 MiB input becomes
         # ~1.4 MB); Faust's default 1,000,000-byte request cap would crash the agent.
         producer_max_request_size=DEADLETTER_MAX_MESSAGE_BYTES,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(1.0, settings.session_timeout_seconds / 4),
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,

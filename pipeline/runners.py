@@ -87,6 +87,7 @@ def run_sink_process(settings: Settings, registry: CollectorRegistry) -> None:
         await run_sink(
             bootstrap,
             settings.gitops_repo,  # type: ignore[arg-type]  # checked above; closure loses it
+            group_id=settings.sink_group_id,
             topic=names.recommendations,
             deadletter_topic=names.deadletter,
             stop_event=stop,

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     worker_app_id: str = Field(
         default="daytwo-worker", description="Faust application id (consumer group)."
     )
+    session_timeout_seconds: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=300.0,
+        description="Worker: consumer-group session timeout. A restarted worker waits this "
+        "long for its dead predecessor to leave the group; longer tolerates slower "
+        "checkpoints (seconds).",
+    )
+    sink_group_id: str = Field(
+        default="daytwo-sink", description="Sink: Kafka consumer group of the PR sink."
+    )
     data_dir: Path = Field(
         default=Path(".daytwo-data"), description="Directory for worker-local files."
     )

@@ -60,6 +60,8 @@ def worker_env(
         "DAYTWO_PARTITIONS": str(PARTITIONS),
         "DAYTWO_METRICS_PORT": "0",
         "DAYTWO_LOG_LEVEL": "INFO",
+        # A restarted worker waits this long for its killed predecessor to leave.
+        "DAYTWO_SESSION_TIMEOUT_SECONDS": "3",
     }
     if is_embedded(bootstrap):
         env["DAYTWO_BROKER_IS_EMBEDDED"] = "1"

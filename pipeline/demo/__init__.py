@@ -187,6 +187,7 @@ def run_demo(workdir: Path, *, timeout: float = 170.0, force_replay: bool = Fals
                 | {
                     "DAYTWO_MIN_SAMPLES": str(MIN_SAMPLES),
                     "DAYTWO_FLUSH_INTERVAL_SECONDS": "2",
+                    "DAYTWO_SESSION_TIMEOUT_SECONDS": "3",
                     "DAYTWO_DATA_DIR": str(workdir / "worker-data"),
                     "DAYTWO_METRICS_PORT": str(worker_port),
                 },
