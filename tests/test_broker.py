@@ -40,6 +40,7 @@ from pipeline.topics import (
     CONTAINER_SAMPLES,
     DEADLETTER,
     DEADLETTER_MAX_MESSAGE_BYTES,
+    JVM_SAMPLES,
     NODE_SAMPLES,
     RECOMMENDATIONS,
     WORKLOAD_SPECS,
@@ -240,6 +241,7 @@ def test_ensure_topics_creates_the_architecture_table(kafka_bootstrap: str) -> N
     assert partitions == {
         names.container_samples: 8,
         names.node_samples: 8,
+        names.jvm_samples: 8,
         names.workload_specs: 8,
         names.recommendations: 8,
         names.deadletter: 1,
@@ -300,6 +302,7 @@ def test_topic_table_matches_the_architecture() -> None:
     assert [(s.name, s.partitions, s.compacted) for s in ALL_TOPICS] == [
         (CONTAINER_SAMPLES, 8, False),
         (NODE_SAMPLES, 8, False),
+        (JVM_SAMPLES, 8, False),
         (WORKLOAD_SPECS, 8, True),
         (RECOMMENDATIONS, 8, True),
         (DEADLETTER, 1, False),

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.profiles import BALANCED, BUILTIN_PROFILES, Profile, get_profile
-from pipeline.core.quantity import round_up_cpu, round_up_memory
+from pipeline.core.quantity import round_up_cpu
 from pipeline.core.sizing import CurrentResources, Prices, recommend
 from pipeline.core.window import ContainerWindow, SampleInput
 from pipeline.errors import ConfigError
@@ -256,18 +256,26 @@ def test_cpu_limit_policy_keep(
         assert new["cpu_limit_cores"] == new_limit
 
 
-def test_a_known_jvm_heap_keeps_memory_above_it() -> None:
-    # working set 200Mi * 1.15 = 230Mi, but -Xmx is 512Mi: memory ≥ 512Mi * 1.15 = 589Mi
+def test_a_known_jvm_heap_keeps_memory_above_heap_and_non_heap() -> None:
+    # Changed by issue 3 (was: memory ≥ heap x 1.15). A spec heap of 512Mi and no JVM
+    # samples: the heap is kept, and memory covers heap + the documented non-heap
+    # defaults (metaspace 128Mi + code cache 48Mi + 100 threads x 1Mi + direct 10Mi =
+    # 286Mi) + margin max(64Mi, 10% of 798Mi = 79.8Mi) = 877.8Mi → 878Mi.
     window = window_of(FEW, [0.5] * 10, [200 * MIB] * 10)
     rec = rec_for(window, current=CurrentResources(jvm_max_heap_bytes=512 * MIB))
     new = recommended(rec)
-    assert (
-        new["memory_request_bytes"]
-        == new["memory_limit_bytes"]
-        == round_up_memory(512 * MIB * 1.15)
-    )
+    assert new["memory_request_bytes"] == new["memory_limit_bytes"] == 878 * MIB
     assert new["jvm_max_heap_bytes"] == 512 * MIB
-    assert "memory-jvm-heap-floor" in rules_of(rec)
+    rules = rules_of(rec)
+    assert {"jvm-heap-kept", "jvm-limit-covers-heap", "jvm-heap-with-limit"} <= set(rules)
+    assert "memory-jvm-heap-floor" not in rules
+    assert "non-heap 286.0Mi" in rules["jvm-limit-covers-heap"]
+    assert rec["jvm_options"] == {
+        "java_tool_options": "-Xmx512m",
+        "changed": ["-Xmx512m"],
+        "previous": None,
+    }
+    Recommendation.model_validate(rec)
 
 
 def test_cost_counts_a_missing_current_request_as_zero_and_takes_prices() -> None:

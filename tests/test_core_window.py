@@ -254,15 +254,43 @@ def test_a_week_of_ten_second_samples_serialises_under_4_kb() -> None:
 
 
 def test_state_is_versioned_json() -> None:
+    # Issue 3 bumped the state to version 2 (JVM state, throttling p95, last OOM time).
     window = fed(BALANCED, [sample(T0)])
     state = orjson.loads(window.to_bytes())
-    assert state["v"] == 1
-    state["v"] = 2
-    with pytest.raises(WindowStateError, match="version 2"):
+    assert state["v"] == 2
+    state["v"] = 3
+    with pytest.raises(WindowStateError, match="version 3"):
         ContainerWindow.from_bytes(orjson.dumps(state))
     del state["v"]
     with pytest.raises(WindowStateError, match="version None"):
         ContainerWindow.from_bytes(orjson.dumps(state))
+    state["v"] = True  # JSON true is not version 1
+    with pytest.raises(WindowStateError, match="version True"):
+        ContainerWindow.from_bytes(orjson.dumps(state))
+
+
+def test_a_version_1_checkpoint_is_still_read() -> None:
+    # A v1 checkpoint (written before issue 3) has no throttling histogram, OOM time or
+    # JVM state: they start empty and everything else carries over.
+    window = fed(
+        BALANCED,
+        [sample(T0, cpu=0.4, oom_kills=1, memory_limit_bytes=512 * MIB), sample(T0 + 10)],
+    )
+    state = orjson.loads(window.to_bytes())
+    v1 = {k: v for k, v in state.items() if k not in {"throttling", "last_oom", "oom_limit", "jvm"}}
+    v1["v"] = 1
+    restored = ContainerWindow.from_bytes(orjson.dumps(v1))
+    assert restored.cpu == window.cpu
+    assert restored.memory_peaks == window.memory_peaks
+    assert restored.oom_kills_total == 1
+    assert (restored.last_oom_timestamp, restored.oom_memory_limit_bytes, restored.jvm) == (
+        None,
+        None,
+        None,
+    )
+    assert restored.throttling is not None
+    assert restored.throttling.is_empty
+    assert orjson.loads(restored.to_bytes())["v"] == 2
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from pipeline.core.quantity import format_cpu, parse_cpu, parse_memory, round_up
 from pipeline.launch import start_child, wait_for_records
 from pipeline.topics import topic_names
 from tests.cgroup_helpers import MIB, process_in_v1_cgroup, requires_v1_cgroups
-from tests.test_worker_deadletter import (
+from tests.worker_helpers import (
     PARTITIONS,
     died,
     recommendation_sets,

@@ -24,7 +24,7 @@ that the changelog holds exactly part 1 and the committed offsets cover exactly 
 The final recommendation of every container must equal run A's: hash, every value,
 and the evidence (``samples`` = 200 proves nothing was lost or counted twice). The
 restarted worker must have applied exactly parts 2 and 3 (120 samples per container)
-and replayed nothing: with a broken changelog it would end at 120 samples, with
+and applied nothing twice: with a broken changelog it would end at 120 samples, with
 offsets committed ahead of the changelog at fewer than 200.
 """
 
@@ -47,7 +47,7 @@ from aiokafka import (  # type: ignore[import-untyped, unused-ignore]
 from pipeline.launch import Child, start_child, wait_for_records
 from pipeline.topics import topic_names
 from schemas.models import RecommendationSet
-from tests.test_worker_deadletter import (
+from tests.worker_helpers import (
     PARTITIONS,
     died,
     free_port,
@@ -301,4 +301,8 @@ def test_a_killed_worker_resumes_from_its_changelog(
     applied = metric_sum(restarted_metrics, "daytwo_worker_samples_processed_total")
     replayed = metric_sum(restarted_metrics, "daytwo_worker_samples_replayed_total")
     assert applied == (BATCHES - PART_ENDS[0]) * CONTAINER_COUNT
-    assert replayed == 0
+    # A rebalance while the restarted worker starts (seen on a loaded 2-core machine)
+    # makes it re-read its own uncommitted records; those are skipped, never applied
+    # twice, which the exact count above proves; the committed offsets bound how much
+    # can be re-read (at most everything since part 1).
+    assert replayed <= (BATCHES - PART_ENDS[0]) * CONTAINER_COUNT
