@@ -39,6 +39,7 @@ __all__ = [
     "CONTAINER_SAMPLES",
     "DEADLETTER",
     "DEADLETTER_MAX_MESSAGE_BYTES",
+    "JVM_SAMPLES",
     "NODE_SAMPLES",
     "RECOMMENDATIONS",
     "WORKLOAD_SPECS",
@@ -51,6 +52,7 @@ __all__ = [
 
 CONTAINER_SAMPLES: Final = "daytwo.container-samples.v1"
 NODE_SAMPLES: Final = "daytwo.node-samples.v1"
+JVM_SAMPLES: Final = "daytwo.jvm-samples.v1"
 WORKLOAD_SPECS: Final = "daytwo.workload-specs.v1"
 RECOMMENDATIONS: Final = "daytwo.recommendations.v1"
 DEADLETTER: Final = "daytwo.deadletter.v1"
@@ -99,6 +101,7 @@ class TopicSpec:
 ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(CONTAINER_SAMPLES, partitions=8, compacted=False),
     TopicSpec(NODE_SAMPLES, partitions=8, compacted=False),
+    TopicSpec(JVM_SAMPLES, partitions=8, compacted=False),
     TopicSpec(WORKLOAD_SPECS, partitions=8, compacted=True),
     TopicSpec(RECOMMENDATIONS, partitions=8, compacted=True),
     TopicSpec(
@@ -117,6 +120,7 @@ class TopicNames:
 
     container_samples: str
     node_samples: str
+    jvm_samples: str
     workload_specs: str
     recommendations: str
     deadletter: str
@@ -126,6 +130,7 @@ class TopicNames:
         return (
             self.container_samples,
             self.node_samples,
+            self.jvm_samples,
             self.workload_specs,
             self.recommendations,
             self.deadletter,
@@ -137,6 +142,7 @@ def topic_names(prefix: str = "") -> TopicNames:
     return TopicNames(
         container_samples=prefix + CONTAINER_SAMPLES,
         node_samples=prefix + NODE_SAMPLES,
+        jvm_samples=prefix + JVM_SAMPLES,
         workload_specs=prefix + WORKLOAD_SPECS,
         recommendations=prefix + RECOMMENDATIONS,
         deadletter=prefix + DEADLETTER,
