@@ -38,6 +38,7 @@ MAX_COST_USD: Final = 1_000_000_000
 DEADLETTER_MAX_BYTES: Final = 4 * 1024 * 1024
 DEADLETTER_MAX_B64_CHARS: Final = 4 * ((DEADLETTER_MAX_BYTES + 2) // 3)
 MAX_REASON_CHARS: Final = 1000
+MAX_JVM_OPTIONS_CHARS: Final = 8192
 
 _NO_CONTROL = r"\x00-\x20\x7f-\x9f"
 _WORKLOAD_SEGMENT = f"[^/{_NO_CONTROL}]+"
@@ -135,6 +136,65 @@ class ContainerSampleBatch(Message):
     ]
 
 
+CollectorName = Literal["G1", "Parallel", "Serial", "ZGC", "Shenandoah", "other"]
+HeapSizing = Literal["xmx", "ram-percentage", "default"]
+PauseSeconds = Annotated[float, Field(ge=0, le=MAX_INTERVAL_SECONDS)]
+
+
+class JvmFlags(Contract):
+    """The JVM flags in force, so heap and container limit are sized together (jvm-flags)."""
+
+    max_heap_bytes: LimitBytes | None = None
+    initial_heap_bytes: ByteCount | None = None
+    max_ram_percentage: Percent | None = None
+    heap_sizing: HeapSizing | None = None
+    active_processor_count: Annotated[int, Field(ge=1, le=MAX_CORES)] | None = None
+    parallel_gc_threads: Annotated[int, Field(ge=0, le=MAX_CORES)] | None = None
+    thread_stack_size_bytes: ByteCount | None = None
+    max_metaspace_bytes: LimitBytes | None = None
+    max_direct_memory_bytes: ByteCount | None = None
+    collector: CollectorName | None = None
+
+
+class JvmSample(Contract):
+    """One JVM's GC and memory over one scrape interval (see jvm-sample in the batch schema)."""
+
+    container: ContainerName
+    timestamp: Timestamp
+    interval_seconds: IntervalSeconds
+    collector: CollectorName | None = None
+    gc_overhead_ratio: Ratio | None = None
+    gc_pause_seconds: PauseSeconds | None = None
+    gc_pause_max_seconds: PauseSeconds | None = None
+    gc_count: Count | None = None
+    full_gc_count: Count | None = None
+    heap_used_after_gc_bytes: ByteCount | None = None
+    heap_committed_bytes: ByteCount | None = None
+    heap_max_bytes: LimitBytes | None = None
+    live_set_bytes: ByteCount | None = None
+    allocation_rate_bytes_per_second: Annotated[float, Field(ge=0, le=MAX_SAFE_INTEGER)] | None = (
+        None
+    )
+    metaspace_used_bytes: ByteCount | None = None
+    code_cache_bytes: ByteCount | None = None
+    thread_count: Count | None = None
+    direct_memory_bytes: ByteCount | None = None
+    flags: JvmFlags | None = None
+    jvm_options: Annotated[str, StringConstraints(max_length=MAX_JVM_OPTIONS_CHARS)] | None = None
+
+
+class JvmSampleBatch(Message):
+    """All JVM samples of one workload from one scrape: the unit the JVM agent publishes."""
+
+    schema_id: ClassVar[str] = SCHEMA_BASE_URI + "jvm-sample-batch.v1.json"
+    kind: Literal["jvm-sample-batch"] = "jvm-sample-batch"
+    source: SourceName
+    agent: AgentName
+    workload: WorkloadId
+    timestamp: Timestamp
+    samples: Annotated[tuple[JvmSample, ...], Field(min_length=1, max_length=MAX_SAMPLES_PER_BATCH)]
+
+
 class Psi(Contract):
     """Pressure stall averages (percent over 10 s); each None when the kernel lacks it."""
 
@@ -203,6 +263,46 @@ class Rule(Contract):
     text: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
+NonHeapPart = Literal[
+    "metaspace", "code cache", "thread count", "thread stack size", "direct buffers"
+]
+MAX_JAVA_TOOL_OPTIONS_CHARS: Final = 40960
+JvmCollectorName = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9]+$")
+]
+
+
+class JvmNonHeap(Contract):
+    """The non-heap estimate a JVM's memory limit covers, part by part (jvm-non-heap)."""
+
+    metaspace_bytes: ByteCount
+    code_cache_bytes: ByteCount
+    thread_count: Count
+    thread_stack_bytes: ByteCount
+    direct_memory_bytes: ByteCount
+    total_bytes: ByteCount
+    defaults: Annotated[tuple[NonHeapPart, ...], Field(max_length=5)]
+
+
+class JvmEvidence(Contract):
+    """What the JVM correlation rules rest on (jvm-evidence); None where unknown."""
+
+    samples: Count
+    collector: JvmCollectorName | None = None
+    heap_sizing: Literal["xmx", "ram-percentage", "default"]
+    gc_overhead_p95_ratio: Ratio | None = None
+    gc_overhead_max_ratio: Ratio | None = None
+    gc_pause_p99_seconds: Annotated[float, Field(ge=0, le=MAX_INTERVAL_SECONDS)] | None = None
+    gc_pause_max_seconds: Annotated[float, Field(ge=0, le=MAX_INTERVAL_SECONDS)] | None = None
+    live_set_peak_bytes: ByteCount | None = None
+    heap_max_bytes: LimitBytes | None = None
+    heap_committed_bytes: ByteCount | None = None
+    allocation_rate_bytes_per_second: Annotated[float, Field(ge=0, le=1e15)] | None = None
+    active_processor_count: Annotated[int, Field(ge=1, le=MAX_INT32)] | None = None
+    non_heap: JvmNonHeap | None = None
+    margin_bytes: ByteCount | None = None
+
+
 class Evidence(Contract):
     """The data a recommendation rests on; signals the data lacked are None."""
 
@@ -216,6 +316,28 @@ class Evidence(Contract):
     memory_peak_bytes: ByteCount | None = None
     cpu_throttled_ratio_max: Ratio | None = None
     oom_kills: Count | None = None
+    cpu_throttled_ratio_p95: Ratio | None = None
+    last_oom_timestamp: Timestamp | None = None
+    jvm: JvmEvidence | None = None
+
+
+class JvmOptions(Contract):
+    """The JAVA_TOOL_OPTIONS value that goes with a recommended heap and limit."""
+
+    java_tool_options: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_JAVA_TOOL_OPTIONS_CHARS)
+    ]
+    changed: Annotated[
+        tuple[
+            Annotated[
+                str,
+                StringConstraints(min_length=2, max_length=256, pattern=r"^-[^\x00-\x1f\x7f]+$"),
+            ],
+            ...,
+        ],
+        Field(max_length=16),
+    ]
+    previous: Annotated[str, StringConstraints(max_length=32768)] | None = None
 
 
 class Recommendation(Message):
@@ -235,6 +357,7 @@ class Recommendation(Message):
     confidence: Ratio
     risk: Risk
     hash: Sha256Hex
+    jvm_options: JvmOptions | None = None
 
 
 class RecommendationSet(Message):
@@ -277,5 +400,6 @@ MESSAGE_MODELS: Final[tuple[type[Message], ...]] = (
     Recommendation,
     RecommendationSet,
     DeadLetter,
+    JvmSampleBatch,
 )
 """Every top-level message model, one per schema file."""

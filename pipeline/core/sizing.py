@@ -15,6 +15,20 @@ The math (balanced profile in brackets):
   JVM max heap * (1 + memory_headroom) when one is known, rounded up to a MiB.
 - CPU limit (policy ``keep``): the current limit, raised to the request if below it;
   none stays none. Memory limit (policy ``equal-request``): the memory request.
+- No CPU decrease (request or limit below the values in force) while the throttled
+  ratio's p95 is above ``cpu_throttling_ceiling`` [10%] or, for a JVM, the GC overhead
+  p95 is above ``gc_overhead_ceiling`` [5%] (rules ``cpu-no-decrease-under-throttling``,
+  ``cpu-no-decrease-under-gc-pressure``).
+- An OOM kill raises memory to at least max(limit at the kill * oom_memory_raise_factor,
+  + oom_memory_raise_min_bytes) [max(x1.2, +100Mi)] while it is within the history, and
+  memory is not decreased below what is in force within ``cooldown_seconds`` [24 h] of
+  it (rule ``oom-raise-memory``).
+- A JVM (JVM samples seen, or a max heap in the spec) is sized as a whole (see
+  :mod:`pipeline.core.jvm`): the heap from its live set, never shrunk under GC pressure;
+  the memory limit ≥ heap + non-heap + margin (``jvm-limit-covers-heap``); heap and
+  limit proposed together, with a ready-to-paste ``JAVA_TOOL_OPTIONS`` value in
+  ``jvm_options`` (``jvm-heap-with-limit``); a change crossing the JVM's ergonomics
+  thresholds pins the collector / ActiveProcessorCount (``jvm-ergonomics-threshold``).
 
 Risk: ``high`` if any OOM kill was seen or a memory value drops by more than 50%;
 ``medium`` if CPU throttling ever exceeded 10% of periods or any value drops by more than
@@ -24,9 +38,25 @@ share, where the sample share reaches 1 at twice ``min_samples``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
+from pipeline.core.jvm import (
+    NonHeapEstimate,
+    check_ergonomics,
+    decide_heap,
+    estimate_non_heap,
+    heap_in_force_bytes,
+    heap_sizing_in_use,
+    jvm_evidence,
+    jvm_margin_bytes,
+    jvm_memory_needed_bytes,
+    max_heap_option,
+    ram_percentage_for,
+    rewrite_java_tool_options,
+)
 from pipeline.core.profiles import Profile
 from pipeline.core.quantity import (
     GIB,
@@ -46,6 +76,10 @@ TIMES: Final = "\N{MULTIPLICATION SIGN}"
 HIGH_RISK_MEMORY_DECREASE: Final = 0.5
 MEDIUM_RISK_DECREASE: Final = 0.3
 MEDIUM_RISK_THROTTLED_RATIO: Final = 0.1
+
+RULE_TEXT_MAX_OPTIONS_CHARS: Final = 400
+"""A JAVA_TOOL_OPTIONS value longer than this is left out of the rule's sentence (it is
+in ``jvm_options`` anyway), which keeps the sentence within the contract's 1000 chars."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +146,170 @@ def recommend(
     running instance (replicas are not known here) and compares requests, a missing
     current request counting as 0. ``hash`` covers workload, container, profile,
     recommended values and sorted rule ids, never timestamps, so the same data gives
-    the same hash and the PR sink opens no new PR for it.
+    the same hash and the PR sink opens no new PR for it. ``now`` is the clock (the
+    OOM cool-down is measured against it). For a JVM, ``jvm_options`` carries the new
+    ``JAVA_TOOL_OPTIONS`` value and ``evidence.jvm`` what the JVM rules rest on.
     """
     peak = window.memory_peak_bytes()
     if window.sample_count < profile.min_samples or peak is None or window.cpu.is_empty:
         return None
     rules: list[dict[str, str]] = []
-    samples_text = f"{window.sample_count:,} samples"
+    jvm = window.jvm
+    gc_overhead_p95 = None if jvm is None else jvm.gc_overhead_percentile(0.95)
+    cpu_request, cpu_limit = _size_cpu(window, profile, current, gc_overhead_p95, rules)
+    memory = _size_memory_from_peak(window, profile, peak, rules)
+    memory_in_force = (
+        current.memory_limit_bytes
+        if current.memory_limit_bytes is not None
+        else window.memory_limit_bytes
+    )
 
-    # CPU request.
+    is_jvm = jvm is not None or current.jvm_max_heap_bytes is not None
+    heap: int | None = current.jvm_max_heap_bytes
+    heap_in_force: int | None = None
+    jvm_options: dict[str, object] | None = None
+    jvm_evidence_object: dict[str, object] | None = None
+    jvm_rules_after_oom: list[dict[str, str]] = []
+    if is_jvm:
+        heap_in_force = heap_in_force_bytes(jvm, current.jvm_max_heap_bytes, memory_in_force)
+        decision = decide_heap(jvm, profile, heap_in_force)
+        rules.append(_rule(decision.rule_id, decision.text))
+        heap = decision.heap_bytes
+        non_heap = estimate_non_heap(jvm)
+        memory = max(memory, jvm_memory_needed_bytes(profile, heap, non_heap))
+    memory = _guard_memory_after_oom(
+        window,
+        profile=profile,
+        current=current,
+        memory_in_force=memory_in_force,
+        peak=peak,
+        memory=memory,
+        now=now,
+        rules=rules,
+    )
+    if is_jvm:
+        assert heap is not None
+        sizing = heap_sizing_in_use(jvm, current.jvm_max_heap_bytes is not None)
+        memory_before_jvm = memory
+        heap, memory, ram_percentage = _fit_heap_and_limit(profile, sizing, heap, memory, non_heap)
+        margin = jvm_margin_bytes(profile, heap, non_heap.total_bytes)
+        rules.append(_jvm_limit_rule(heap, non_heap, margin, memory, memory_before_jvm))
+        ergonomics = check_ergonomics(
+            jvm,
+            cpu_limit_before=current.cpu_limit_cores
+            if current.cpu_limit_cores is not None
+            else window.cpu_limit_cores,
+            cpu_limit_after=cpu_limit,
+            memory_before=memory_in_force,
+            memory_after=memory,
+        )
+        options = rewrite_java_tool_options(
+            None if jvm is None else jvm.jvm_options,
+            heap_sizing=sizing,
+            heap_bytes=heap,
+            ram_percentage=ram_percentage,
+            memory_limit_bytes=memory,
+            heap_in_force_bytes=heap_in_force,
+            pin_collector=ergonomics.pin_collector,
+            pin_processors=ergonomics.pin_processors,
+        )
+        jvm_options = options.to_dict()
+        heap_flag = (
+            max_heap_option(heap)
+            if ram_percentage is None
+            else f"-XX:MaxRAMPercentage={ram_percentage:.1f} of the {format_memory(memory)} "
+            f"limit = a {_mebibytes(heap)} heap"
+        )
+        with_limit = (
+            f"{heap_flag} with a {format_memory(memory)} limit"
+            if ram_percentage is None
+            else heap_flag
+        )
+        value_text = (
+            f'JAVA_TOOL_OPTIONS="{options.value}"'
+            if len(options.value) <= RULE_TEXT_MAX_OPTIONS_CHARS
+            else "the JAVA_TOOL_OPTIONS value is in jvm_options"
+        )
+        unknown = (
+            " (the JAVA_TOOL_OPTIONS in force is unknown: merge with it)"
+            if options.previous is None
+            else ""
+        )
+        jvm_rules_after_oom.append(
+            _rule(
+                "jvm-heap-with-limit",
+                f"Heap and limit change together, never one without the other: {with_limit}; "
+                f"{value_text}{unknown}.",
+            )
+        )
+        if ergonomics.text is not None:
+            jvm_rules_after_oom.append(_rule("jvm-ergonomics-threshold", ergonomics.text))
+        jvm_evidence_object = jvm_evidence(
+            jvm,
+            heap_in_force=heap_in_force,
+            heap_sizing=sizing,
+            non_heap=non_heap,
+            margin_bytes=margin,
+        )
+    rules.extend(jvm_rules_after_oom)
+    rules.append(
+        _rule(
+            "memory-limit-equal-request",
+            f"Memory limit = memory request = {format_memory(memory)} (policy equal-request), "
+            "so the container is not OOM-killed below what it was promised.",
+        )
+    )
+
+    recommended = CurrentResources(
+        cpu_request_cores=cpu_request,
+        cpu_limit_cores=cpu_limit,
+        memory_request_bytes=memory,
+        memory_limit_bytes=memory,
+        jvm_max_heap_bytes=heap,
+    )
+    current_shown = current
+    if is_jvm and current.jvm_max_heap_bytes is None and jvm is not None:
+        reported = jvm.max_heap_bytes if jvm.max_heap_bytes is not None else jvm.heap_max_bytes
+        current_shown = dataclasses.replace(current, jvm_max_heap_bytes=reported)
+    cost = prices.monthly_delta_usd(
+        cpu_request - (current.cpu_request_cores or 0.0),
+        memory - (current.memory_request_bytes or 0),
+    )
+    recommended_dict = recommended.to_dict()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "recommendation",
+        "workload": workload,
+        "container": container,
+        "profile": profile.name,
+        "generated_at": now,
+        "current": current_shown.to_dict(),
+        "recommended": recommended_dict,
+        "rules": rules,
+        "evidence": _evidence(window, peak, jvm_evidence_object),
+        "monthly_cost_delta_usd": round(cost, 2),
+        "confidence": _confidence(window, profile),
+        "risk": _risk(window, current_shown, recommended),
+        "hash": recommendation_hash(
+            workload=workload,
+            container=container,
+            profile=profile.name,
+            recommended=Resources.model_validate(recommended_dict),
+            rule_ids=[rule["id"] for rule in rules],
+        ),
+        "jvm_options": jvm_options,
+    }
+
+
+def _size_cpu(
+    window: ContainerWindow,
+    profile: Profile,
+    current: CurrentResources,
+    gc_overhead_p95: float | None,
+    rules: list[dict[str, str]],
+) -> tuple[float, float | None]:
+    """CPU request from the percentile, limit by policy, then the no-decrease guards."""
+    samples_text = f"{window.sample_count:,} samples"
     pname = _percentile_name(profile.cpu_percentile)
     cpu_basis = window.cpu.percentile(profile.cpu_percentile)
     cpu_factor = 1 + profile.cpu_headroom
@@ -142,7 +331,6 @@ def recommend(
             )
         )
 
-    # CPU limit.
     cpu_limit = current.cpu_limit_cores
     if cpu_limit is None:
         rules.append(_rule("cpu-limit-none", "CPU limit stays unset (policy keep)."))
@@ -160,7 +348,66 @@ def recommend(
             _rule("cpu-limit-keep", f"CPU limit kept at {format_cpu(cpu_limit)} (policy keep).")
         )
 
-    # Memory request and limit.
+    return _guard_cpu(window, profile, current, gc_overhead_p95, cpu_request, cpu_limit, rules)
+
+
+def _guard_cpu(  # noqa: PLR0917  # private helper, called once, positionally
+    window: ContainerWindow,
+    profile: Profile,
+    current: CurrentResources,
+    gc_overhead_p95: float | None,
+    cpu_request: float,
+    cpu_limit: float | None,
+    rules: list[dict[str, str]],
+) -> tuple[float, float | None]:
+    """No CPU decrease while throttling or GC overhead is above the profile's ceilings."""
+    throttled_p95 = window.cpu_throttled_ratio_percentile(0.95)
+    pressures = []
+    if throttled_p95 is not None and throttled_p95 > profile.cpu_throttling_ceiling:
+        pressures.append(
+            (
+                "cpu-no-decrease-under-throttling",
+                f"CFS throttling p95 {throttled_p95:.1%} > ceiling "
+                f"{profile.cpu_throttling_ceiling:.1%}",
+            )
+        )
+    if gc_overhead_p95 is not None and gc_overhead_p95 > profile.gc_overhead_ceiling:
+        pressures.append(
+            (
+                "cpu-no-decrease-under-gc-pressure",
+                f"GC overhead p95 {gc_overhead_p95:.1%} > ceiling "
+                f"{profile.gc_overhead_ceiling:.1%}",
+            )
+        )
+    if pressures:
+        proposed_request, proposed_limit = cpu_request, cpu_limit
+        if current.cpu_request_cores is not None:
+            cpu_request = max(cpu_request, current.cpu_request_cores)
+        if current.cpu_limit_cores is not None and cpu_limit is not None:
+            cpu_limit = max(cpu_limit, current.cpu_limit_cores)
+        if cpu_request != proposed_request or cpu_limit != proposed_limit:
+            outcome = (
+                f"request kept at {format_cpu(cpu_request)} instead of "
+                f"{format_cpu(proposed_request)}"
+                if cpu_request != proposed_request
+                else f"request {format_cpu(cpu_request)}"
+            )
+            if cpu_limit is not None and cpu_limit != proposed_limit:
+                assert proposed_limit is not None
+                outcome += (
+                    f", limit kept at {format_cpu(cpu_limit)} instead of "
+                    f"{format_cpu(proposed_limit)}"
+                )
+        else:
+            outcome = f"the proposed request {format_cpu(cpu_request)} is no decrease"
+        for rule_id, reason in pressures:
+            rules.append(_rule(rule_id, f"No CPU decrease while {reason}: {outcome}."))
+    return cpu_request, cpu_limit
+
+
+def _size_memory_from_peak(
+    window: ContainerWindow, profile: Profile, peak: int, rules: list[dict[str, str]]
+) -> int:
     memory_factor = 1 + profile.memory_headroom
     memory_wanted = peak * memory_factor
     interval_text = _duration(window.memory_peak_interval_seconds)
@@ -171,75 +418,115 @@ def recommend(
         f"{format_memory(round_up_memory(memory_wanted))}"
     )
     if memory_wanted >= profile.memory_floor_bytes:
-        memory = round_up_memory(memory_wanted)
         rules.append(_rule("memory-request-peak", f"Memory request = {peak_text}."))
-    else:
-        memory = round_up_memory(profile.memory_floor_bytes)
-        rules.append(
-            _rule(
-                "memory-request-floor",
-                f"Memory request = the profile floor of {format_memory(memory)}, "
-                f"above the {peak_text}.",
-            )
-        )
-    heap = current.jvm_max_heap_bytes
-    if heap is not None:
-        heap_floor = round_up_memory(heap * memory_factor)
-        if heap_floor > memory:
-            rules.append(
-                _rule(
-                    "memory-jvm-heap-floor",
-                    f"Memory request raised from {format_memory(memory)} to "
-                    f"{format_memory(heap_floor)} = JVM max heap of {_mebibytes(heap)} {TIMES} "
-                    f"{memory_factor:.2f}, so the heap the JVM may grow to fits.",
-                )
-            )
-            memory = heap_floor
+        return round_up_memory(memory_wanted)
+    memory = round_up_memory(profile.memory_floor_bytes)
     rules.append(
         _rule(
-            "memory-limit-equal-request",
-            f"Memory limit = memory request = {format_memory(memory)} (policy equal-request), "
-            "so the container is not OOM-killed below what it was promised.",
+            "memory-request-floor",
+            f"Memory request = the profile floor of {format_memory(memory)}, "
+            f"above the {peak_text}.",
         )
     )
+    return memory
 
-    recommended = CurrentResources(
-        cpu_request_cores=cpu_request,
-        cpu_limit_cores=cpu_limit,
-        memory_request_bytes=memory,
-        memory_limit_bytes=memory,
-        jvm_max_heap_bytes=heap,
+
+def _guard_memory_after_oom(
+    window: ContainerWindow,
+    *,
+    profile: Profile,
+    current: CurrentResources,
+    memory_in_force: int | None,
+    peak: int,
+    memory: int,
+    now: float,
+    rules: list[dict[str, str]],
+) -> int:
+    """Raise memory after an OOM kill; no decrease within the cool-down (``oom-raise-memory``).
+
+    The raise is anchored to the limit in force *at the kill* (recorded by the window),
+    not to the current one, so a merged raise is not raised again on the next run.
+    """
+    killed_at = window.last_oom_timestamp
+    if killed_at is None:
+        return memory
+    cooldown_ends = killed_at + profile.cooldown_seconds
+    in_history = now - killed_at < window.history_seconds
+    in_cooldown = now < cooldown_ends
+    if not (in_history or in_cooldown):
+        return memory
+    limit_at_kill = window.oom_memory_limit_bytes
+    if limit_at_kill is None:
+        limit_at_kill = memory_in_force if memory_in_force is not None else peak
+    raised = round_up_memory(
+        max(
+            limit_at_kill * profile.oom_memory_raise_factor,
+            limit_at_kill + profile.oom_memory_raise_min_bytes,
+        )
     )
-    cost = prices.monthly_delta_usd(
-        cpu_request - (current.cpu_request_cores or 0.0),
-        memory - (current.memory_request_bytes or 0),
+    before = memory
+    memory = max(memory, raised)
+    sentence = (
+        f"OOM kill at {_iso(killed_at)} with the memory limit at "
+        f"{format_memory(limit_at_kill)}: memory ≥ max({format_memory(limit_at_kill)} {TIMES} "
+        f"{profile.oom_memory_raise_factor:.2f}, {format_memory(limit_at_kill)} + "
+        f"{format_memory(profile.oom_memory_raise_min_bytes)}) = {format_memory(raised)}"
     )
-    recommended_dict = recommended.to_dict()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "recommendation",
-        "workload": workload,
-        "container": container,
-        "profile": profile.name,
-        "generated_at": now,
-        "current": current.to_dict(),
-        "recommended": recommended_dict,
-        "rules": rules,
-        "evidence": _evidence(window, peak),
-        "monthly_cost_delta_usd": round(cost, 2),
-        "confidence": _confidence(window, profile),
-        "risk": _risk(window, current, recommended),
-        "hash": recommendation_hash(
-            workload=workload,
-            container=container,
-            profile=profile.name,
-            recommended=Resources.model_validate(recommended_dict),
-            rule_ids=[rule["id"] for rule in rules],
-        ),
-    }
+    if in_cooldown:
+        in_force = [v for v in (memory_in_force, current.memory_request_bytes) if v is not None]
+        if in_force:
+            memory = max(memory, round_up_memory(max(in_force)))
+            sentence += (
+                f", and no decrease below the {format_memory(max(in_force))} in force until "
+                f"{_iso(cooldown_ends)} ({_duration(profile.cooldown_seconds)} cool-down)"
+            )
+    if memory > before:
+        sentence += f"; memory raised from {format_memory(before)} to {format_memory(memory)}"
+    rules.append(_rule("oom-raise-memory", sentence + "."))
+    return memory
 
 
-def _evidence(window: ContainerWindow, peak: int) -> dict[str, object]:
+def _fit_heap_and_limit(
+    profile: Profile, sizing: str, heap: int, memory: int, non_heap: NonHeapEstimate
+) -> tuple[int, int, float | None]:
+    """Final heap, memory and MaxRAMPercentage (None for -Xmx sizing).
+
+    With percentage sizing the heap is a share of the limit: the share is rounded up to
+    a tenth of a percent (never below the chosen heap), and the limit grows, if needed,
+    until it covers that slightly larger heap + non-heap + margin.
+    """
+    if sizing == "xmx":
+        return heap, memory, None
+    for _ in range(32):
+        percentage, effective_heap = ram_percentage_for(heap, memory)
+        needed = jvm_memory_needed_bytes(profile, effective_heap, non_heap)
+        if memory >= needed:
+            return effective_heap, memory, percentage
+        memory = needed
+    raise AssertionError("heap percentage and memory limit did not converge")  # pragma: no cover
+
+
+def _jvm_limit_rule(
+    heap: int, non_heap: NonHeapEstimate, margin: int, memory: int, memory_before: int
+) -> dict[str, str]:
+    needed = round_up_memory(heap + non_heap.total_bytes + margin)
+    outcome = (
+        f"memory raised from {format_memory(memory_before)} to {format_memory(memory)}"
+        if memory > memory_before
+        else f"the {format_memory(memory)} limit covers it"
+    )
+    return _rule(
+        "jvm-limit-covers-heap",
+        f"Memory limit ≥ JVM max heap {_mebibytes(heap)} + non-heap "
+        f"{_mebibytes(non_heap.total_bytes)} ({non_heap.describe()}) + margin "
+        f"{_mebibytes(margin)} = {format_memory(needed)}; {outcome}.",
+    )
+
+
+def _evidence(
+    window: ContainerWindow, peak: int, jvm: dict[str, object] | None
+) -> dict[str, object]:
+    throttled_p95 = window.cpu_throttled_ratio_percentile(0.95)
     return {
         "samples": window.sample_count,
         "coverage_seconds": window.covered_seconds,
@@ -251,6 +538,9 @@ def _evidence(window: ContainerWindow, peak: int) -> dict[str, object]:
         "memory_peak_bytes": peak,
         "cpu_throttled_ratio_max": window.cpu_throttled_ratio_max,
         "oom_kills": window.oom_kills_total,
+        "cpu_throttled_ratio_p95": None if throttled_p95 is None else round(throttled_p95, 6),
+        "last_oom_timestamp": window.last_oom_timestamp,
+        "jvm": jvm,
     }
 
 
@@ -264,6 +554,7 @@ def _risk(window: ContainerWindow, current: CurrentResources, new: CurrentResour
     memory_drop = max(
         _decrease(current.memory_request_bytes, new.memory_request_bytes),
         _decrease(current.memory_limit_bytes, new.memory_limit_bytes),
+        _decrease(current.jvm_max_heap_bytes, new.jvm_max_heap_bytes),
     )
     any_drop = max(
         memory_drop,
@@ -302,3 +593,7 @@ def _duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}-{unit}"
     return f"{seconds:g}-second"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

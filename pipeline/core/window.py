@@ -9,18 +9,26 @@ A :class:`ContainerWindow` never keeps raw samples. It keeps
   (see :meth:`ContainerWindow.memory_peak_bytes`);
 - counters and extremes for the evidence: samples, covered seconds, first and last
   timestamp, CPU max, throttling max, OOM kills, the last observed limits;
+- a decaying histogram of the CFS throttled ratio (its p95 guards CPU decreases);
+- the time of the last OOM kill and the memory limit in force at it (the OOM rule raises
+  memory from that limit, once, and forbids decreases for the profile's cool-down);
+- a :class:`JvmState` once JVM samples arrive (:meth:`ContainerWindow.apply_jvm`): GC
+  overhead and pause histograms, live-set and non-heap peaks over the history, the last
+  heap sizes, flags and ``JAVA_TOOL_OPTIONS`` (see :class:`JvmState`);
 - ``last_emitted_hash``, so a restarted worker knows what it already published.
 
-Replay is idempotent: a sample at or before the last applied timestamp changes nothing.
-State is serialised explicitly (versioned orjson, never pickle) so a checkpoint written
-by one release is read, or rejected with a clear message, by the next.
+Replay is idempotent: a sample at or before the last applied timestamp changes nothing
+(container and JVM samples each against their own last timestamp). State is serialised
+explicitly (versioned orjson, never pickle) so a checkpoint written by one release is
+read, or rejected with a clear message, by the next: this release writes version 2 and
+reads versions 1 and 2.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 import orjson
 
@@ -28,8 +36,12 @@ from pipeline.core.histogram import DecayingHistogram
 from pipeline.core.profiles import Profile
 from pipeline.errors import DaytwoError, InvalidMessageError
 
-STATE_VERSION: Final = 1
-"""Version written by :meth:`ContainerWindow.to_bytes`; others are rejected on read."""
+STATE_VERSION: Final = 2
+"""Version written by :meth:`ContainerWindow.to_bytes`."""
+
+READABLE_STATE_VERSIONS: Final = (1, 2)
+"""Versions :meth:`ContainerWindow.from_bytes` reads; version 1 predates JVM state,
+throttling percentiles and the OOM time, which start empty when it is read."""
 
 CPU_FIRST_BUCKET_CORES: Final = 0.001
 CPU_BUCKET_RATIO: Final = 1.05
@@ -37,6 +49,39 @@ CPU_MAX_CORES: Final = 1000.0
 
 MAX_PEAK_CANDIDATES: Final = 32
 """Bound on stored memory peak intervals; beyond it, adjacent ones merge conservatively."""
+
+MAX_JVM_PEAK_CANDIDATES: Final = 4
+"""Bound per JVM peak series (live set, metaspace, ...): five of them, so kept shorter."""
+
+# Ratio histograms (throttled ratio, GC overhead): coarse buckets keep the state small;
+# the percentile is an upper bound within 15% (+ the first bucket), which only makes the
+# "above the ceiling" guards fire a little early, never late.
+RATIO_FIRST_BUCKET: Final = 0.002
+RATIO_BUCKET_RATIO: Final = 1.15
+RATIO_MAX: Final = 1.0
+# GC pauses: 1 ms first bucket, 30% wide buckets, up to 10 minutes (evidence only, and
+# an upper bound already: coarse buckets keep the state small).
+PAUSE_FIRST_BUCKET_SECONDS: Final = 0.001
+PAUSE_BUCKET_RATIO: Final = 1.3
+PAUSE_MAX_SECONDS: Final = 600.0
+
+GC_HEAP_CHANGE_TOLERANCE: Final = 0.1
+"""A max heap differing by more than this share from the one the GC statistics describe
+restarts them: GC overhead measured on another heap size says little about this one."""
+
+Collector = Literal["G1", "Parallel", "Serial", "ZGC", "Shenandoah", "other"]
+HeapSizing = Literal["xmx", "ram-percentage", "default"]
+COLLECTORS: Final[tuple[Collector, ...]] = (
+    "G1",
+    "Parallel",
+    "Serial",
+    "ZGC",
+    "Shenandoah",
+    "other",
+)
+"""Collectors a JVM sample may name; "other" is one HotSpot never picks by itself."""
+HEAP_SIZINGS: Final[tuple[HeapSizing, ...]] = ("xmx", "ram-percentage", "default")
+MAX_JVM_OPTIONS_CHARS: Final = 32768
 
 
 class WindowStateError(DaytwoError):
@@ -105,6 +150,384 @@ class SampleInput:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class JvmSampleInput:
+    """One JVM sample as the window needs it, in base units (seconds, bytes, ratios).
+
+    Why: a container is never sized apart from the JVM inside it, so the window keeps
+    what the JVM agent (GC logs, flags, Micrometer) reports beside the cgroup signals.
+    Every field but ``timestamp`` and ``interval_seconds`` is optional (``None`` = the
+    source did not report it); flags (``collector`` .. ``jvm_options``) keep their last
+    reported value in the window. Invalid values raise
+    :class:`~pipeline.errors.InvalidMessageError` (stage ``"window"``).
+
+    Signals over the interval: ``gc_overhead_ratio`` (pause time / wall time, 0..1),
+    ``gc_pause_max_seconds`` (longest pause), ``gc_count`` / ``full_gc_count`` (pauses
+    and full collections), ``allocation_rate_bytes_per_second``. Levels at the end of
+    it: ``heap_used_after_gc_bytes`` (after the last collection of any kind),
+    ``live_set_bytes`` (after the last old / full collection), ``heap_committed_bytes``,
+    ``heap_max_bytes`` (what the runtime reports as its max), ``metaspace_used_bytes``,
+    ``code_cache_bytes``, ``thread_count``, ``direct_memory_bytes``.
+
+    Flags in force: ``max_heap_bytes`` (MaxHeapSize), ``max_ram_percentage``,
+    ``heap_sizing`` (how the heap is set: ``"xmx"`` for -Xmx / MaxHeapSize,
+    ``"ram-percentage"`` for MaxRAMPercentage, ``"default"`` for neither),
+    ``active_processor_count``, ``thread_stack_size_bytes`` (ThreadStackSize; 0 = the
+    system default), ``max_direct_memory_bytes`` (0 = the default, i.e. the max heap)
+    and ``jvm_options``, the ``JAVA_TOOL_OPTIONS`` value in force ("" when empty).
+    """
+
+    timestamp: float
+    interval_seconds: float
+    collector: Collector | None = None
+    gc_overhead_ratio: float | None = None
+    gc_pause_max_seconds: float | None = None
+    gc_count: int | None = None
+    full_gc_count: int | None = None
+    heap_used_after_gc_bytes: int | None = None
+    heap_committed_bytes: int | None = None
+    heap_max_bytes: int | None = None
+    live_set_bytes: int | None = None
+    allocation_rate_bytes_per_second: float | None = None
+    metaspace_used_bytes: int | None = None
+    code_cache_bytes: int | None = None
+    thread_count: int | None = None
+    direct_memory_bytes: int | None = None
+    max_heap_bytes: int | None = None
+    max_ram_percentage: float | None = None
+    heap_sizing: HeapSizing | None = None
+    active_processor_count: int | None = None
+    thread_stack_size_bytes: int | None = None
+    max_direct_memory_bytes: int | None = None
+    jvm_options: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(_finite(self.timestamp), "timestamp must be a finite number", self.timestamp)
+        _require(
+            _finite(self.interval_seconds) and self.interval_seconds > 0,
+            "interval_seconds must be > 0",
+            self.interval_seconds,
+        )
+        if self.collector is not None:
+            _require(
+                self.collector in COLLECTORS,
+                f"collector must be one of {list(COLLECTORS)}",
+                self.collector,
+            )
+        if self.heap_sizing is not None:
+            _require(
+                self.heap_sizing in HEAP_SIZINGS,
+                f"heap_sizing must be one of {list(HEAP_SIZINGS)}",
+                self.heap_sizing,
+            )
+        if self.gc_overhead_ratio is not None:
+            _require(
+                _finite(self.gc_overhead_ratio) and 0 <= self.gc_overhead_ratio <= 1,
+                "gc_overhead_ratio must be within [0, 1]",
+                self.gc_overhead_ratio,
+            )
+        for name, value in (
+            ("gc_pause_max_seconds", self.gc_pause_max_seconds),
+            ("allocation_rate_bytes_per_second", self.allocation_rate_bytes_per_second),
+        ):
+            if value is not None:
+                _require(_finite(value) and value >= 0, f"{name} must be ≥ 0", value)
+        if self.max_ram_percentage is not None:
+            _require(
+                _finite(self.max_ram_percentage) and 0 < self.max_ram_percentage <= 100,
+                "max_ram_percentage must be within (0, 100]",
+                self.max_ram_percentage,
+            )
+        for name, count in (
+            ("gc_count", self.gc_count),
+            ("full_gc_count", self.full_gc_count),
+            ("heap_used_after_gc_bytes", self.heap_used_after_gc_bytes),
+            ("heap_committed_bytes", self.heap_committed_bytes),
+            ("live_set_bytes", self.live_set_bytes),
+            ("metaspace_used_bytes", self.metaspace_used_bytes),
+            ("code_cache_bytes", self.code_cache_bytes),
+            ("thread_count", self.thread_count),
+            ("direct_memory_bytes", self.direct_memory_bytes),
+            ("thread_stack_size_bytes", self.thread_stack_size_bytes),
+            ("max_direct_memory_bytes", self.max_direct_memory_bytes),
+        ):
+            if count is not None:
+                _require(_whole(count) and count >= 0, f"{name} must be an integer ≥ 0", count)
+        for name, positive in (
+            ("heap_max_bytes", self.heap_max_bytes),
+            ("max_heap_bytes", self.max_heap_bytes),
+            ("active_processor_count", self.active_processor_count),
+        ):
+            if positive is not None:
+                _require(
+                    _whole(positive) and positive > 0, f"{name} must be an integer > 0", positive
+                )
+        if self.jvm_options is not None:
+            _require(
+                isinstance(self.jvm_options, str)
+                and len(self.jvm_options) <= MAX_JVM_OPTIONS_CHARS
+                and "\x00" not in self.jvm_options,
+                f"jvm_options must be a string of at most {MAX_JVM_OPTIONS_CHARS} characters "
+                "without NUL",
+                self.jvm_options if not isinstance(self.jvm_options, str) else "…",
+            )
+
+
+@dataclass(slots=True)
+class JvmState:
+    """Compact JVM history of one container, kept inside its :class:`ContainerWindow`.
+
+    Why this shape: the correlation rules need percentiles of GC overhead and pauses
+    (decaying histograms, like CPU), the largest live set and non-heap parts the JVM
+    reached within the history (sliding-window peaks, like memory, at most
+    :data:`MAX_JVM_PEAK_CANDIDATES` each), and the last heap sizes and flags in force.
+
+    - ``gc_overhead``: GC pause time / wall time per sample, weighted by its interval.
+    - ``gc_pause``: each interval's longest pause, weighted by the interval's pause count,
+      so its p99 is an upper bound of the true pause p99 (every pause counted at its
+      interval's longest).
+    - GC statistics describe one heap size (``gc_heap_bytes``); when the max heap in force
+      moves by more than :data:`GC_HEAP_CHANGE_TOLERANCE`, they restart, so a heap that was
+      just enlarged is not held to the GC overhead of the smaller one.
+    - ``live_set_peaks``: live set after old / full GC; a sample without one contributes
+      its heap used after GC instead, which can only overstate the live set.
+    """
+
+    gc_overhead: DecayingHistogram
+    gc_pause: DecayingHistogram
+    last_timestamp: float | None = None
+    sample_count: int = 0
+    covered_seconds: float = 0.0
+    gc_heap_bytes: int | None = None
+    gc_overhead_max: float | None = None
+    gc_pause_max_seconds: float | None = None
+    gc_count_total: int | None = None
+    full_gc_count_total: int | None = None
+    live_set_peaks: list[tuple[float, int]] = field(default_factory=list)
+    metaspace_peaks: list[tuple[float, int]] = field(default_factory=list)
+    code_cache_peaks: list[tuple[float, int]] = field(default_factory=list)
+    thread_peaks: list[tuple[float, int]] = field(default_factory=list)
+    direct_memory_peaks: list[tuple[float, int]] = field(default_factory=list)
+    heap_max_bytes: int | None = None
+    heap_committed_bytes: int | None = None
+    allocation_rate_bytes_per_second: float | None = None
+    collector: Collector | None = None
+    max_heap_bytes: int | None = None
+    max_ram_percentage: float | None = None
+    heap_sizing: HeapSizing | None = None
+    active_processor_count: int | None = None
+    thread_stack_size_bytes: int | None = None
+    max_direct_memory_bytes: int | None = None
+    jvm_options: str | None = None
+
+    @classmethod
+    def new(cls, half_life_seconds: float) -> JvmState:
+        """Empty JVM state whose histograms decay with ``half_life_seconds``."""
+        return cls(
+            gc_overhead=_ratio_histogram(half_life_seconds),
+            gc_pause=_pause_histogram(half_life_seconds),
+        )
+
+    @property
+    def live_set_peak_bytes(self) -> int | None:
+        """Largest live set (after GC) within the history; None if never reported."""
+        return _peak_of(self.live_set_peaks)
+
+    @property
+    def metaspace_peak_bytes(self) -> int | None:
+        """Largest metaspace use within the history; None if never reported."""
+        return _peak_of(self.metaspace_peaks)
+
+    @property
+    def code_cache_peak_bytes(self) -> int | None:
+        """Largest code cache use within the history; None if never reported."""
+        return _peak_of(self.code_cache_peaks)
+
+    @property
+    def thread_count_peak(self) -> int | None:
+        """Most live threads within the history; None if never reported."""
+        return _peak_of(self.thread_peaks)
+
+    @property
+    def direct_memory_peak_bytes(self) -> int | None:
+        """Largest direct (NIO) buffer memory within the history; None if never reported."""
+        return _peak_of(self.direct_memory_peaks)
+
+    def gc_overhead_percentile(self, p: float) -> float | None:
+        """Upper bound of the ``p``-quantile of GC overhead (≤ 1), None without data."""
+        if self.gc_overhead.is_empty:
+            return None
+        return min(RATIO_MAX, self.gc_overhead.percentile(p))
+
+    def gc_pause_percentile_seconds(self, p: float) -> float | None:
+        """Upper bound of the ``p``-quantile of GC pauses in seconds, None without data."""
+        if self.gc_pause.is_empty:
+            return None
+        return self.gc_pause.percentile(p)
+
+    def apply(
+        self, sample: JvmSampleInput, *, peak_interval_seconds: float, history_seconds: float
+    ) -> bool:
+        """Fold ``sample`` in; False (and no change) if at or before the last one applied."""
+        if self.last_timestamp is not None and sample.timestamp <= self.last_timestamp:
+            return False
+        t = sample.timestamp
+        self._restart_gc_statistics_on_heap_change(sample)
+        if sample.gc_overhead_ratio is not None:
+            self.gc_overhead.add(sample.gc_overhead_ratio, sample.interval_seconds, t)
+            self.gc_overhead_max = max(self.gc_overhead_max or 0.0, sample.gc_overhead_ratio)
+        if sample.gc_pause_max_seconds is not None and sample.gc_count != 0:
+            self.gc_pause.add(
+                min(sample.gc_pause_max_seconds, PAUSE_MAX_SECONDS),
+                float(sample.gc_count or 1),
+                t,
+            )
+            self.gc_pause_max_seconds = max(
+                self.gc_pause_max_seconds or 0.0, sample.gc_pause_max_seconds
+            )
+        if sample.gc_count is not None:
+            self.gc_count_total = (self.gc_count_total or 0) + sample.gc_count
+        if sample.full_gc_count is not None:
+            self.full_gc_count_total = (self.full_gc_count_total or 0) + sample.full_gc_count
+        live = (
+            sample.live_set_bytes
+            if sample.live_set_bytes is not None
+            else sample.heap_used_after_gc_bytes
+        )
+        for peaks, value in (
+            (self.live_set_peaks, live),
+            (self.metaspace_peaks, sample.metaspace_used_bytes),
+            (self.code_cache_peaks, sample.code_cache_bytes),
+            (self.thread_peaks, sample.thread_count),
+            (self.direct_memory_peaks, sample.direct_memory_bytes),
+        ):
+            if value is None:
+                _expire_peaks(peaks, t, peak_interval_seconds, history_seconds)
+            else:
+                _add_peak(
+                    peaks,
+                    t,
+                    value,
+                    interval=peak_interval_seconds,
+                    history=history_seconds,
+                    cap=MAX_JVM_PEAK_CANDIDATES,
+                )
+        if sample.heap_max_bytes is not None:
+            self.heap_max_bytes = sample.heap_max_bytes
+        if sample.heap_committed_bytes is not None:
+            self.heap_committed_bytes = sample.heap_committed_bytes
+        if sample.allocation_rate_bytes_per_second is not None:
+            self.allocation_rate_bytes_per_second = sample.allocation_rate_bytes_per_second
+        self._keep_flags(sample)
+        self.sample_count += 1
+        self.covered_seconds += sample.interval_seconds
+        self.last_timestamp = t
+        return True
+
+    def _restart_gc_statistics_on_heap_change(self, sample: JvmSampleInput) -> None:
+        heap = sample.max_heap_bytes if sample.max_heap_bytes is not None else sample.heap_max_bytes
+        if heap is None:
+            return
+        previous = self.gc_heap_bytes
+        if previous is not None and abs(heap - previous) > GC_HEAP_CHANGE_TOLERANCE * previous:
+            half_life = self.gc_overhead.half_life_seconds
+            self.gc_overhead = _ratio_histogram(half_life)
+            self.gc_pause = _pause_histogram(half_life)
+            self.gc_overhead_max = None
+            self.gc_pause_max_seconds = None
+        if previous is None or abs(heap - previous) > GC_HEAP_CHANGE_TOLERANCE * previous:
+            self.gc_heap_bytes = heap
+
+    def _keep_flags(self, sample: JvmSampleInput) -> None:
+        if sample.collector is not None:
+            self.collector = sample.collector
+        if sample.max_heap_bytes is not None:
+            self.max_heap_bytes = sample.max_heap_bytes
+        if sample.max_ram_percentage is not None:
+            self.max_ram_percentage = sample.max_ram_percentage
+        if sample.heap_sizing is not None:
+            self.heap_sizing = sample.heap_sizing
+        if sample.active_processor_count is not None:
+            self.active_processor_count = sample.active_processor_count
+        if sample.thread_stack_size_bytes is not None:
+            self.thread_stack_size_bytes = sample.thread_stack_size_bytes
+        if sample.max_direct_memory_bytes is not None:
+            self.max_direct_memory_bytes = sample.max_direct_memory_bytes
+        if sample.jvm_options is not None:
+            self.jvm_options = sample.jvm_options
+
+    def to_state(self) -> dict[str, object]:
+        """JSON-ready dict; histograms without their constant configuration, short keys."""
+        return {
+            "gc": _histogram_data(self.gc_overhead),
+            "pause": _histogram_data(self.gc_pause),
+            "last": self.last_timestamp,
+            "samples": self.sample_count,
+            "covered": self.covered_seconds,
+            "gc_heap": self.gc_heap_bytes,
+            "gc_max": self.gc_overhead_max,
+            "pause_max": self.gc_pause_max_seconds,
+            "gcs": self.gc_count_total,
+            "full_gcs": self.full_gc_count_total,
+            "live": _peaks_data(self.live_set_peaks),
+            "meta": _peaks_data(self.metaspace_peaks),
+            "code": _peaks_data(self.code_cache_peaks),
+            "thr": _peaks_data(self.thread_peaks),
+            "direct": _peaks_data(self.direct_memory_peaks),
+            "heap_max": self.heap_max_bytes,
+            "committed": self.heap_committed_bytes,
+            "alloc": self.allocation_rate_bytes_per_second,
+            "collector": self.collector,
+            "xmx": self.max_heap_bytes,
+            "ram_pct": self.max_ram_percentage,
+            "heap_sizing": self.heap_sizing,
+            "cpus": self.active_processor_count,
+            "xss": self.thread_stack_size_bytes,
+            "max_direct": self.max_direct_memory_bytes,
+            "options": self.jvm_options,
+        }
+
+    @classmethod
+    def from_state(cls, state: object, half_life_seconds: float) -> JvmState:
+        """Rebuild from :meth:`to_state`; TypeError / ValueError / KeyError if malformed."""
+        if not isinstance(state, dict):
+            raise TypeError("'jvm' must be an object or null")
+        collector = _optional_str(state["collector"])
+        if collector is not None and collector not in COLLECTORS:
+            raise ValueError(f"unknown collector {collector!r}")
+        heap_sizing = _optional_str(state["heap_sizing"])
+        if heap_sizing is not None and heap_sizing not in HEAP_SIZINGS:
+            raise ValueError(f"unknown heap sizing {heap_sizing!r}")
+        return cls(
+            gc_overhead=_histogram_from(state["gc"], _ratio_histogram(half_life_seconds)),
+            gc_pause=_histogram_from(state["pause"], _pause_histogram(half_life_seconds)),
+            last_timestamp=_optional_number(state["last"]),
+            sample_count=_integer(state["samples"]),
+            covered_seconds=_number(state["covered"]),
+            gc_heap_bytes=_optional_integer(state["gc_heap"]),
+            gc_overhead_max=_optional_number(state["gc_max"]),
+            gc_pause_max_seconds=_optional_number(state["pause_max"]),
+            gc_count_total=_optional_integer(state["gcs"]),
+            full_gc_count_total=_optional_integer(state["full_gcs"]),
+            live_set_peaks=_peaks_from(state["live"]),
+            metaspace_peaks=_peaks_from(state["meta"]),
+            code_cache_peaks=_peaks_from(state["code"]),
+            thread_peaks=_peaks_from(state["thr"]),
+            direct_memory_peaks=_peaks_from(state["direct"]),
+            heap_max_bytes=_optional_integer(state["heap_max"]),
+            heap_committed_bytes=_optional_integer(state["committed"]),
+            allocation_rate_bytes_per_second=_optional_number(state["alloc"]),
+            collector=collector,
+            max_heap_bytes=_optional_integer(state["xmx"]),
+            max_ram_percentage=_optional_number(state["ram_pct"]),
+            heap_sizing=heap_sizing,
+            active_processor_count=_optional_integer(state["cpus"]),
+            thread_stack_size_bytes=_optional_integer(state["xss"]),
+            max_direct_memory_bytes=_optional_integer(state["max_direct"]),
+            jvm_options=_optional_str(state["options"]),
+        )
+
+
 @dataclass(slots=True)
 class ContainerWindow:
     """Compact, replay-safe summary of one container's usage; see the module docstring.
@@ -128,6 +551,14 @@ class ContainerWindow:
     cpu_limit_cores: float | None = None
     memory_limit_bytes: int | None = None
     last_emitted_hash: str | None = None
+    throttling: DecayingHistogram | None = None
+    last_oom_timestamp: float | None = None
+    oom_memory_limit_bytes: int | None = None
+    jvm: JvmState | None = None
+
+    def __post_init__(self) -> None:
+        if self.throttling is None:
+            self.throttling = _ratio_histogram(self.cpu.half_life_seconds)
 
     @classmethod
     def new(cls, profile: Profile) -> ContainerWindow:
@@ -141,6 +572,34 @@ class ContainerWindow:
             ),
             memory_peak_interval_seconds=profile.memory_peak_interval_seconds,
             history_seconds=profile.history_seconds,
+        )
+
+    @property
+    def last_applied_jvm_timestamp(self) -> float | None:
+        """Timestamp of the newest JVM sample applied; older or equal ones are skipped."""
+        return None if self.jvm is None else self.jvm.last_timestamp
+
+    def cpu_throttled_ratio_percentile(self, p: float) -> float | None:
+        """Upper bound of the ``p``-quantile of the throttled ratio (decayed like CPU, ≤ 1);
+        None when no sample reported throttling."""
+        assert self.throttling is not None  # set in __post_init__
+        if self.throttling.is_empty:
+            return None
+        return min(RATIO_MAX, self.throttling.percentile(p))
+
+    def apply_jvm(self, sample: JvmSampleInput) -> bool:
+        """Fold a JVM sample into the window; False (and no change) if already seen.
+
+        JVM samples have their own last-applied timestamp (they come from another topic
+        and clock), so replaying either stream is harmless and neither blocks the other.
+        The JVM state appears with the first JVM sample and marks the container a JVM.
+        """
+        if self.jvm is None:
+            self.jvm = JvmState.new(self.cpu.half_life_seconds)
+        return self.jvm.apply(
+            sample,
+            peak_interval_seconds=self.memory_peak_interval_seconds,
+            history_seconds=self.history_seconds,
         )
 
     @property
@@ -168,8 +627,20 @@ class ContainerWindow:
             self.cpu_throttled_ratio_max = max(
                 self.cpu_throttled_ratio_max or 0.0, sample.cpu_throttled_ratio
             )
+            assert self.throttling is not None  # set in __post_init__
+            self.throttling.add(
+                sample.cpu_throttled_ratio, sample.interval_seconds, sample.timestamp
+            )
         if sample.oom_kills is not None:
             self.oom_kills_total = (self.oom_kills_total or 0) + sample.oom_kills
+            if sample.oom_kills > 0:
+                # The limit in force at the kill: this sample's, else the last one seen.
+                self.last_oom_timestamp = sample.timestamp
+                self.oom_memory_limit_bytes = (
+                    sample.memory_limit_bytes
+                    if sample.memory_limit_bytes is not None
+                    else self.memory_limit_bytes
+                )
         self.cpu_limit_cores = sample.cpu_limit_cores
         self.memory_limit_bytes = sample.memory_limit_bytes
         return True
@@ -184,29 +655,20 @@ class ContainerWindow:
         return self.memory_peaks[0][1] if self.memory_peaks else None
 
     def _add_memory_peak(self, timestamp: float, working_set: int) -> None:
-        # memory_peaks is a "sliding window maximum" queue: interval starts increase and
-        # peaks strictly decrease, so the head is the maximum of the window. An interval
-        # whose peak is at or below a later one's can never be the maximum again and is
-        # dropped on arrival of that later peak; the head expires with the history.
         interval = self.memory_peak_interval_seconds
-        start = math.floor(timestamp / interval) * interval
-        peaks = self.memory_peaks
-        if peaks and peaks[-1][0] == start:
-            working_set = max(working_set, peaks[-1][1])
-            peaks.pop()
-        while peaks and peaks[-1][1] <= working_set:
-            peaks.pop()
-        peaks.append((start, working_set))
-        oldest_kept = timestamp - self.history_seconds
-        while peaks and peaks[0][0] + interval <= oldest_kept:
-            peaks.pop(0)
-        while len(peaks) > MAX_PEAK_CANDIDATES:
-            _merge_closest_peaks(peaks)
+        _add_peak(
+            self.memory_peaks,
+            timestamp,
+            working_set,
+            interval=interval,
+            history=self.history_seconds,
+            cap=MAX_PEAK_CANDIDATES,
+        )
 
     # -- serialisation ---------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Versioned orjson encoding of the whole state (``{"v": 1, ...}``)."""
+        """Versioned orjson encoding of the whole state (``{"v": 2, ...}``)."""
         state: dict[str, object] = {
             "v": STATE_VERSION,
             "cpu": self.cpu.to_state(),
@@ -224,6 +686,10 @@ class ContainerWindow:
             "cpu_limit": self.cpu_limit_cores,
             "memory_limit": self.memory_limit_bytes,
             "emitted_hash": self.last_emitted_hash,
+            "throttling": None if self.throttling is None else _histogram_data(self.throttling),
+            "last_oom": self.last_oom_timestamp,
+            "oom_limit": self.oom_memory_limit_bytes,
+            "jvm": None if self.jvm is None else self.jvm.to_state(),
         }
         return orjson.dumps(state)
 
@@ -241,11 +707,11 @@ class ContainerWindow:
         if not isinstance(state, dict):
             raise WindowStateError("container window state must be a JSON object")
         version = state.get("v")
-        if version != STATE_VERSION:
+        if version not in READABLE_STATE_VERSIONS or isinstance(version, bool):
             raise WindowStateError(
-                f"container window state has version {version!r}; this release reads only "
-                f"version {STATE_VERSION}. Drop the checkpoint (the window rebuilds from "
-                "new samples) or run a release that knows that version."
+                f"container window state has version {version!r}; this release reads "
+                f"versions {', '.join(map(str, READABLE_STATE_VERSIONS))}. Drop the checkpoint "
+                "(the window rebuilds from new samples) or run a release that knows that version."
             )
         try:
             cpu_state = state["cpu"]
@@ -257,8 +723,11 @@ class ContainerWindow:
                 raise TypeError("'peak_start' and 'peak_bytes' must be lists")
             if len(starts) != len(peaks):
                 raise TypeError("'peak_start' and 'peak_bytes' differ in length")
+            cpu = DecayingHistogram.from_state(cpu_state)
+            half_life = cpu.half_life_seconds
+            v2 = version == 2
             return cls(
-                cpu=DecayingHistogram.from_state(cpu_state),
+                cpu=cpu,
                 memory_peak_interval_seconds=_number(state["peak_interval"]),
                 history_seconds=_number(state["history"]),
                 memory_peaks=[
@@ -275,6 +744,14 @@ class ContainerWindow:
                 cpu_limit_cores=_optional_number(state["cpu_limit"]),
                 memory_limit_bytes=_optional_integer(state["memory_limit"]),
                 last_emitted_hash=_optional_str(state["emitted_hash"]),
+                throttling=_histogram_from(state["throttling"], _ratio_histogram(half_life))
+                if v2
+                else None,
+                last_oom_timestamp=_optional_number(state["last_oom"]) if v2 else None,
+                oom_memory_limit_bytes=_optional_integer(state["oom_limit"]) if v2 else None,
+                jvm=None
+                if not v2 or state["jvm"] is None
+                else JvmState.from_state(state["jvm"], half_life),
             )
         except KeyError as exc:
             raise WindowStateError(
@@ -282,6 +759,90 @@ class ContainerWindow:
             ) from exc
         except (TypeError, ValueError) as exc:
             raise WindowStateError(f"container window state is malformed: {exc}") from exc
+
+
+def _add_peak(
+    peaks: list[tuple[float, int]],
+    timestamp: float,
+    value: int,
+    *,
+    interval: float,
+    history: float,
+    cap: int,
+) -> None:
+    # ``peaks`` is a "sliding window maximum" queue: interval starts increase and peaks
+    # strictly decrease, so the head is the maximum of the window. An interval whose peak
+    # is at or below a later one's can never be the maximum again and is dropped on
+    # arrival of that later peak; the head expires with the history (_expire_peaks).
+    start = math.floor(timestamp / interval) * interval
+    if peaks and peaks[-1][0] == start:
+        value = max(value, peaks[-1][1])
+        peaks.pop()
+    while peaks and peaks[-1][1] <= value:
+        peaks.pop()
+    peaks.append((start, value))
+    _expire_peaks(peaks, timestamp, interval, history)
+    while len(peaks) > cap:
+        _merge_closest_peaks(peaks)
+
+
+def _expire_peaks(
+    peaks: list[tuple[float, int]], timestamp: float, interval: float, history: float
+) -> None:
+    oldest_kept = timestamp - history
+    while peaks and peaks[0][0] + interval <= oldest_kept:
+        peaks.pop(0)
+
+
+def _peak_of(peaks: list[tuple[float, int]]) -> int | None:
+    return peaks[0][1] if peaks else None
+
+
+def _peaks_data(peaks: list[tuple[float, int]]) -> list[list[float | int]]:
+    # Interval starts are whole seconds in practice: written as integers (2 bytes less
+    # each) and read back as the same floats.
+    return [[int(start) if start.is_integer() else start, value] for start, value in peaks]
+
+
+def _peaks_from(data: object) -> list[tuple[float, int]]:
+    if not isinstance(data, list):
+        raise TypeError("a peak series must be a list of [start, value] pairs")
+    peaks: list[tuple[float, int]] = []
+    for pair in data:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise TypeError(f"a peak must be a [start, value] pair, got {pair!r}")
+        peaks.append((_number(pair[0]), _integer(pair[1])))
+    return peaks
+
+
+def _ratio_histogram(half_life_seconds: float) -> DecayingHistogram:
+    return DecayingHistogram(RATIO_FIRST_BUCKET, RATIO_BUCKET_RATIO, RATIO_MAX, half_life_seconds)
+
+
+def _pause_histogram(half_life_seconds: float) -> DecayingHistogram:
+    return DecayingHistogram(
+        PAUSE_FIRST_BUCKET_SECONDS, PAUSE_BUCKET_RATIO, PAUSE_MAX_SECONDS, half_life_seconds
+    )
+
+
+_HISTOGRAM_CONFIG_KEYS: Final = ("first_bucket", "ratio", "max_value", "half_life_seconds")
+
+
+def _histogram_data(histogram: DecayingHistogram) -> list[object]:
+    # The configuration is a constant of this module (and the half-life the window's),
+    # so only the data is stored, as [reference, [bucket indices], [weights]]: smaller.
+    state = histogram.to_state()
+    return [state["reference"], state["index"], state["weight"]]
+
+
+def _histogram_from(data: object, empty: DecayingHistogram) -> DecayingHistogram:
+    if not isinstance(data, list) or len(data) != 3:  # the triple written above
+        raise TypeError("a histogram must be a [reference, indices, weights] list")
+    reference, indices, weights = data
+    config = {key: empty.to_state()[key] for key in _HISTOGRAM_CONFIG_KEYS}
+    return DecayingHistogram.from_state(
+        {**config, "reference": reference, "index": indices, "weight": weights}
+    )
 
 
 def _merge_closest_peaks(peaks: list[tuple[float, int]]) -> None:
