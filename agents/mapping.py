@@ -89,7 +89,9 @@ class AgentMapping(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cluster: str = Field(pattern=r"^[^/\s]+$", description="cluster name, first workload id part")
-    cgroups: tuple[CgroupMapping, ...] = Field(min_length=1)
+    cgroups: tuple[CgroupMapping, ...] = Field(
+        description="cgroups to watch (may be empty when the file lists only jvms)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentMapping:
@@ -132,8 +134,14 @@ def parse_mapping(text: str, *, source: str = "<mapping>") -> AgentMapping:
         raise ConfigError(f"{source}: not valid YAML: {error}") from error
     if not isinstance(document, dict):
         raise ConfigError(f"{source}: expected a mapping with 'cluster' and 'cgroups' keys")
+    # The ``jvms:`` section belongs to agents/jvm_mapping.py; a file may hold only it.
+    cgroup_part = {k: v for k, v in document.items() if k != "jvms"}
+    if "jvms" in document and "cgroups" not in document:
+        cgroup_part["cgroups"] = []
+    elif not cgroup_part.get("cgroups"):
+        raise ConfigError(f"{source}: invalid mapping: cgroups: list at least one cgroup")
     try:
-        return AgentMapping.model_validate(document)
+        return AgentMapping.model_validate(cgroup_part)
     except ValidationError as error:
         items = error.errors()
         entry_failed = any(len(item["loc"]) > 1 for item in items)

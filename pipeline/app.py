@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -29,6 +30,7 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
 from pipeline.settings import Settings, require_bootstrap
 from pipeline.topics import DEADLETTER_MAX_MESSAGE_BYTES, TopicSpec, ensure_topics, topic_names
+from schemas.models import DeadLetter
 from schemas.validate import encode
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,14 @@ def build_worker(
         value_serializer="raw",
         partitions=settings.partitions,
     )
+    jvm_topic = app.topic(
+        names.jvm_samples,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
     deadletter_topic = app.topic(
         names.deadletter, key_serializer="raw", value_serializer="raw", partitions=1
     )
@@ -188,28 +198,35 @@ def build_worker(
         metrics=metrics,
         clock=time.time,
         source_topic=names.container_samples,
+        jvm_topic=names.jvm_samples,
     )
     worker = Worker(app=app, processor=processor, settings=settings)
 
-    async def consume(stream_t: faust.StreamT[bytes]) -> None:
-        stream = cast(faust.Stream[bytes], stream_t)  # noack_take is on the class only
-        async for taken in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN):
-            events = cast(list[EventT[bytes]], taken)  # noack_take yields events
-            async with worker.lock:
-                for event in events:
-                    message = event.message
-                    dead = processor.handle(
-                        message.key,
-                        message.value,
-                        partition=message.partition,
-                        offset=message.offset,
-                    )
-                    if dead is not None:
-                        await deadletter_topic.send(key=message.key, value=encode(dead))
-                    worker.pending.append((stream, event))
-                    worker.last_offsets[message.tp] = message.offset
+    def consumer_of(handle: Callable[..., DeadLetter | None]) -> Any:
+        """A Faust agent body feeding one topic's records to ``handle``."""
 
-    app.agent(samples_topic, name="daytwo-container-samples")(consume)
+        async def consume(stream_t: faust.StreamT[bytes]) -> None:
+            stream = cast(faust.Stream[bytes], stream_t)  # noack_take is on the class only
+            async for taken in stream.noack_take(TAKE_MAX, within=TAKE_WITHIN):
+                events = cast(list[EventT[bytes]], taken)  # noack_take yields events
+                async with worker.lock:
+                    for event in events:
+                        message = event.message
+                        dead = handle(
+                            message.key,
+                            message.value,
+                            partition=message.partition,
+                            offset=message.offset,
+                        )
+                        if dead is not None:
+                            await deadletter_topic.send(key=message.key, value=encode(dead))
+                        worker.pending.append((stream, event))
+                        worker.last_offsets[message.tp] = message.offset
+
+        return consume
+
+    app.agent(samples_topic, name="daytwo-container-samples")(consumer_of(processor.handle))
+    app.agent(jvm_topic, name="daytwo-jvm-samples")(consumer_of(processor.handle_jvm))
 
     async def checkpoint() -> None:
         async with worker.lock:

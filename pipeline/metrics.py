@@ -17,6 +17,7 @@ class WorkerMetrics:
 
     samples_processed: Counter
     samples_replayed: Counter
+    jvm_samples_processed: Counter
     batches_processed: Counter
     recommendations_emitted: Counter
     deadletters: Counter
@@ -39,6 +40,11 @@ class WorkerMetrics:
                 "daytwo_worker_samples_replayed_total",
                 "Samples skipped because one at or after their timestamp was already "
                 "applied (idempotent replay after a restart).",
+                registry=registry,
+            ),
+            jvm_samples_processed=Counter(
+                "daytwo_worker_jvm_samples_processed_total",
+                "JVM samples applied to per-container state.",
                 registry=registry,
             ),
             batches_processed=Counter(

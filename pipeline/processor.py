@@ -22,18 +22,21 @@ from typing import Protocol
 
 from pipeline.core.profiles import Profile
 from pipeline.core.sizing import CurrentResources, recommend
-from pipeline.core.window import ContainerWindow, SampleInput
+from pipeline.core.window import ContainerWindow, JvmSampleInput, SampleInput
 from pipeline.errors import InvalidMessageError
 from pipeline.metrics import WorkerMetrics
+from pipeline.topics import JVM_SAMPLES
 from schemas.hashing import recommendation_set_hash
 from schemas.models import (
     ContainerSample,
     ContainerSampleBatch,
     DeadLetter,
+    JvmSample,
+    JvmSampleBatch,
     Recommendation,
     RecommendationSet,
 )
-from schemas.validate import decode_container_batch, make_deadletter, validate_dict
+from schemas.validate import decode, decode_container_batch, make_deadletter, validate_dict
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class Processor:
     metrics: WorkerMetrics
     clock: Callable[[], float]
     source_topic: str
+    jvm_topic: str = JVM_SAMPLES
     _tracked: dict[str, _Tracked] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _workload_containers: dict[str, set[str]] = field(default_factory=dict)
@@ -84,27 +88,72 @@ class Processor:
         value = value if value is not None else b""
         try:
             batch = decode_container_batch(value)
-            if key is not None and key != batch.workload.encode():
-                msg = (
-                    f"record key {key[:200]!r} does not match the batch's workload "
-                    f"{batch.workload!r}; producers must key by workload id"
-                )
-                raise InvalidMessageError(msg, stage="route")
+            _check_key(key, batch.workload)
             inputs = [_sample_input(sample) for sample in batch.samples]
         except InvalidMessageError as exc:
-            self.metrics.deadletters.labels(stage=exc.stage).inc()
-            return make_deadletter(
+            return self._dead_letter(
+                exc,
                 topic=self.source_topic,
-                partition=partition,
-                offset=offset,
                 key=key,
                 value=value,
-                reason=exc.reason,
-                stage=exc.stage,
-                failed_at=self.clock(),
+                partition=partition,
+                offset=offset,
             )
         self._apply_batch(batch, inputs, partition)
         return None
+
+    def handle_jvm(
+        self, key: bytes | None, value: bytes | None, *, partition: int, offset: int
+    ) -> DeadLetter | None:
+        """Apply one record of the JVM-samples topic; like :meth:`handle`.
+
+        The JVM topic is keyed and partitioned like the container topic, so a
+        container's JVM and cgroup samples meet in the same window on one worker.
+        """
+        value = value if value is not None else b""
+        try:
+            batch = decode(JvmSampleBatch, value)
+            _check_key(key, batch.workload)
+            inputs = [_jvm_input(sample) for sample in batch.samples]
+        except InvalidMessageError as exc:
+            return self._dead_letter(
+                exc,
+                topic=self.jvm_topic,
+                key=key,
+                value=value,
+                partition=partition,
+                offset=offset,
+            )
+        for sample, sample_input in zip(batch.samples, inputs, strict=True):
+            tracked = self._get(batch.workload, sample.container, partition)
+            if tracked.window.apply_jvm(sample_input):
+                self.metrics.jvm_samples_processed.inc()
+                self._dirty.add(_container_key(batch.workload, sample.container))
+            else:
+                self.metrics.samples_replayed.inc()
+        return None
+
+    def _dead_letter(
+        self,
+        exc: InvalidMessageError,
+        *,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int,
+        offset: int,
+    ) -> DeadLetter:
+        self.metrics.deadletters.labels(stage=exc.stage).inc()
+        return make_deadletter(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            reason=exc.reason,
+            stage=exc.stage,
+            failed_at=self.clock(),
+        )
 
     def _apply_batch(
         self, batch: ContainerSampleBatch, inputs: list[SampleInput], partition: int
@@ -221,6 +270,45 @@ class Processor:
     def has_dirty(self) -> bool:
         """Whether a checkpoint would write anything."""
         return bool(self._dirty)
+
+
+def _check_key(key: bytes | None, workload: str) -> None:
+    """Records must be keyed by their workload id (that is what partitions state)."""
+    if key is not None and key != workload.encode():
+        msg = (
+            f"record key {key[:200]!r} does not match the batch's workload "
+            f"{workload!r}; producers must key by workload id"
+        )
+        raise InvalidMessageError(msg, stage="route")
+
+
+def _jvm_input(sample: JvmSample) -> JvmSampleInput:
+    flags = sample.flags
+    return JvmSampleInput(
+        timestamp=sample.timestamp,
+        interval_seconds=sample.interval_seconds,
+        collector=sample.collector or (flags.collector if flags else None),
+        gc_overhead_ratio=sample.gc_overhead_ratio,
+        gc_pause_max_seconds=sample.gc_pause_max_seconds,
+        gc_count=sample.gc_count,
+        full_gc_count=sample.full_gc_count,
+        heap_used_after_gc_bytes=sample.heap_used_after_gc_bytes,
+        heap_committed_bytes=sample.heap_committed_bytes,
+        heap_max_bytes=sample.heap_max_bytes,
+        live_set_bytes=sample.live_set_bytes,
+        allocation_rate_bytes_per_second=sample.allocation_rate_bytes_per_second,
+        metaspace_used_bytes=sample.metaspace_used_bytes,
+        code_cache_bytes=sample.code_cache_bytes,
+        thread_count=sample.thread_count,
+        direct_memory_bytes=sample.direct_memory_bytes,
+        max_heap_bytes=flags.max_heap_bytes if flags else None,
+        max_ram_percentage=flags.max_ram_percentage if flags else None,
+        heap_sizing=flags.heap_sizing if flags else None,
+        active_processor_count=flags.active_processor_count if flags else None,
+        thread_stack_size_bytes=flags.thread_stack_size_bytes if flags else None,
+        max_direct_memory_bytes=flags.max_direct_memory_bytes if flags else None,
+        jvm_options=sample.jvm_options,
+    )
 
 
 def _container_key(workload: str, container: str) -> str:

@@ -13,11 +13,15 @@ import logging
 import signal
 import socket
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from ruamel.yaml import YAML
 
 from agents.cgroup import CgroupMounts
 from agents.collector import AgentMetrics, Collector, ContainerCollector, NodeCollector, run_agent
+from agents.jvm_collector import JvmCollector
+from agents.jvm_mapping import load_jvm_mapping
 from agents.mapping import load_mapping
 from agents.publisher import KafkaPublisher
 from pipeline.errors import ConfigError
@@ -48,10 +52,11 @@ def run_agent_process(settings: Settings, registry: CollectorRegistry | None = N
     mounts = CgroupMounts.discover()  # from /proc/self/mountinfo: v1, v2 or both
     metrics = AgentMetrics.create(registry)
     node = settings.node_name or socket.gethostname()
-    collectors: list[Collector] = [
-        ContainerCollector(mapping, mounts=mounts, metrics=metrics),
-        NodeCollector(node, metrics=metrics),
-    ]
+    collectors: list[Collector] = [NodeCollector(node, metrics=metrics)]
+    if mapping.cgroups:
+        collectors.append(ContainerCollector(mapping, mounts=mounts, metrics=metrics))
+    if _has_jvms(settings.mapping_file):
+        collectors.append(JvmCollector(load_jvm_mapping(settings.mapping_file), metrics=metrics))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -70,6 +75,12 @@ def run_agent_process(settings: Settings, registry: CollectorRegistry | None = N
             )
 
     asyncio.run(main())
+
+
+def _has_jvms(path: Path) -> bool:
+    """Whether the mapping file has a ``jvms:`` section (read by the JVM collector)."""
+    document = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    return isinstance(document, dict) and "jvms" in document
 
 
 def run_sink_process(settings: Settings, registry: CollectorRegistry) -> None:
