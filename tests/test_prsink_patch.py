@@ -21,7 +21,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from pipeline.core.quantity import parse_cpu, parse_memory
 from pipeline.errors import SinkError
 from pipeline.prsink.locate import POD_TEMPLATE_PATHS, split_documents
-from pipeline.prsink.patch import patch_resources
+from pipeline.prsink.patch import EnvVarMissingError, patch_env_value, patch_resources
 
 MI = 1024**2
 GI = 1024**3
@@ -448,3 +448,74 @@ def test_any_recommendation_is_confined_exact_and_idempotent(
     assert_confined(text, after, index, kind, container)
     assert_quantities(read_resources(after, index, kind, container), recommended)
     assert patch_resources(after, index, kind, container, recommended) == after
+
+
+JVM_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: api:1   # pinned
+          env:
+            - name: LOG_LEVEL
+              value: info
+            - name: JAVA_TOOL_OPTIONS
+              value: '-Xmx768m -XX:+UseG1GC'   # heap set by hand
+          resources:
+            limits:
+              memory: 1Gi
+"""
+
+
+def test_env_patch_rewrites_only_that_value_and_keeps_the_comment() -> None:
+    patched = patch_env_value(
+        JVM_DEPLOYMENT,
+        0,
+        "Deployment",
+        "app",
+        name="JAVA_TOOL_OPTIONS",
+        value="-Xmx82m -XX:+UseG1GC",
+    )
+    changed = [
+        (a, b)
+        for a, b in zip(JVM_DEPLOYMENT.splitlines(), patched.splitlines(), strict=True)
+        if a != b
+    ]
+    assert changed == [
+        (
+            "              value: '-Xmx768m -XX:+UseG1GC'   # heap set by hand",
+            '              value: "-Xmx82m -XX:+UseG1GC"   # heap set by hand',
+        )
+    ]
+    # The same value again is no change at all.
+    assert (
+        patch_env_value(
+            patched,
+            0,
+            "Deployment",
+            "app",
+            name="JAVA_TOOL_OPTIONS",
+            value="-Xmx82m -XX:+UseG1GC",
+        )
+        == patched
+    )
+
+
+def test_env_patch_reports_a_missing_variable_and_refuses_value_from() -> None:
+    with pytest.raises(EnvVarMissingError):
+        patch_env_value(
+            JVM_DEPLOYMENT, 0, "Deployment", "app", name="JDK_JAVA_OPTIONS", value="-Xmx1g"
+        )
+    from_secret = JVM_DEPLOYMENT.replace(
+        "              value: '-Xmx768m -XX:+UseG1GC'   # heap set by hand",
+        "              valueFrom: {configMapKeyRef: {name: jvm, key: opts}}",
+    )
+    with pytest.raises(SinkError, match="no plain value"):
+        patch_env_value(
+            from_secret, 0, "Deployment", "app", name="JAVA_TOOL_OPTIONS", value="-Xmx1g"
+        )

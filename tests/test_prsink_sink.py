@@ -478,3 +478,45 @@ def test_the_pr_shows_what_the_manifest_declares_as_current(repo: GitRepo) -> No
     assert current["Memory request"] == "1Gi"
     assert current["Memory limit"] == "1Gi"
     assert current["CPU limit"] == "2"  # unset in the file: the observed value stays
+
+
+def test_a_jvm_heap_change_lands_in_java_tool_options_with_the_limit(repo: GitRepo) -> None:
+    # envoy's manifest has no JAVA_TOOL_OPTIONS: the PR says so instead of silently
+    # shipping a smaller limit around the old heap; app gets its options patched.
+    manifest = MANIFEST.replace(
+        '          image: "registry.example/checkout:1.2.3"\n',
+        '          image: "registry.example/checkout:1.2.3"\n'
+        "          env:\n"
+        "            - name: JAVA_TOOL_OPTIONS\n"
+        "              value: -Xmx768m\n",
+    )
+    (repo.path / MANIFEST_PATH).write_text(manifest, encoding="utf-8")
+    git(repo.path, "commit", "--quiet", "-am", "app is a JVM")
+    members = []
+    for container in ("app", "envoy"):
+        rec = recommendation(
+            container,
+            current={"jvm_max_heap_bytes": 768 * MI},
+            recommended={
+                "memory_request_bytes": 400 * MI,
+                "memory_limit_bytes": 400 * MI,
+                "jvm_max_heap_bytes": 200 * MI,
+            },
+        )
+        rec["jvm_options"] = {
+            "java_tool_options": "-Xmx200m",
+            "changed": ["-Xmx200m"],
+            "previous": "-Xmx768m",
+        }
+        members.append(rec)
+
+    result = apply_recommendation_set(repo, recommendation_set(*members))
+
+    patched = repo.read_file_at(result.branch, MANIFEST_PATH)
+    assert patched is not None
+    assert '              value: "-Xmx200m"\n' in patched
+    assert "-Xmx768m" not in patched
+    note = repo.read_file_at(result.branch, PR_NOTE_PATH)
+    assert note is not None
+    assert "container `envoy` declares no `JAVA_TOOL_OPTIONS`" in note
+    assert "container `app` declares no" not in note

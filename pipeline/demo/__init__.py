@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 
 import orjson
 from rich.console import Console
@@ -34,8 +37,11 @@ from agents.cgroup_admin import (
 from agents.publisher import KafkaPublisher
 from agents.replay import read_trace, trace_batches
 from pipeline.broker import EmbeddedBroker
-from pipeline.core.quantity import MIB, format_cpu, format_memory
+from pipeline.core.quantity import MIB, format_cpu, format_memory, round_up_memory
+from pipeline.demo.jvm import allocator_argv, compile_allocator
+from pipeline.errors import DaytwoError
 from pipeline.launch import Child, start_child, wait_for_records
+from pipeline.prsink.body import extract_hash
 from pipeline.topics import ensure_topics, topic_names
 from schemas.models import Recommendation, RecommendationSet
 from schemas.validate import decode
@@ -47,6 +53,13 @@ BURN_CORES = 0.25
 HOLD_MIB = 160
 CPU_LIMIT_CORES = 1.0
 MEMORY_LIMIT_BYTES = 512 * MIB
+JVM_WORKLOAD = "local/demo/Deployment/jvm-app"
+JVM_CONTAINER = "app"
+JVM_BRANCH = "daytwo/demo/jvm-app"
+JVM_OPTIONS = "-Xmx768m -XX:+UseG1GC -XX:G1PeriodicGCInterval=1000"
+JVM_LIVE_MIB = 30
+JVM_ALLOC_MIB_PER_S = 2
+JVM_MEMORY_LIMIT_BYTES = 1024 * MIB
 SCRAPE_SECONDS = 2.0
 MIN_SAMPLES = 30
 PARTITIONS = 4
@@ -60,10 +73,20 @@ class _Workload:
     process: subprocess.Popen[bytes]
     started: float
 
+    def stop(self) -> None:
+        """Kill the process and remove its cgroup."""
+        self.process.kill()
+        self.process.wait()
+        remove_v1_cgroup(self.group)
+
     def burned_cores(self) -> float:
         """Average cores used since start, from the cgroup's own cpuacct counter."""
         usage_ns = int((self.group.paths.cpuacct / "cpuacct.usage").read_text())
         return usage_ns / 1e9 / (time.monotonic() - self.started)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _free_port() -> int:
@@ -98,6 +121,55 @@ def create_gitops_repo(target: Path) -> Path:
     return target
 
 
+def _start_jvm_workload(workdir: Path) -> _Workload:
+    """The Java service: a real JVM with a GC log, in its own cgroup."""
+    classpath = compile_allocator(workdir / "jvm-classes")
+    group = create_v1_cgroup(
+        f"daytwo-demo-{os.getpid()}/jvm-app",
+        cpu_limit_cores=None,  # as in its manifest: a CPU request, no CPU limit
+        memory_limit_bytes=JVM_MEMORY_LIMIT_BYTES,
+    )
+    argv = allocator_argv(
+        classpath,
+        java_options=JVM_OPTIONS.split(),
+        gc_log=workdir / "jvm-app-gc.log",
+        live_mib=JVM_LIVE_MIB,
+        alloc_mib_per_s=JVM_ALLOC_MIB_PER_S,
+        seconds=0,
+    )
+    process = spawn_in_cgroup(group, argv, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != b"ready":
+        process.kill()
+        process.wait()
+        remove_v1_cgroup(group)
+        msg = f"the demo JVM did not start (exit {process.poll()})"
+        raise RuntimeError(msg)
+    return _Workload(group, process, time.monotonic())
+
+
+def _write_mapping(workdir: Path, burner: _Workload, jvm: _Workload | None) -> None:
+    entries = [(burner, WORKLOAD, CONTAINER)]
+    if jvm is not None:
+        entries.append((jvm, JVM_WORKLOAD, JVM_CONTAINER))
+    lines = ["cluster: local", "cgroups:"]
+    for workload, workload_id, container in entries:
+        lines += [
+            f"  - path: /{workload.group.relative_path.strip('/')}",
+            f"    workload: {workload_id}",
+            f"    container: {container}",
+        ]
+    if jvm is not None:
+        lines += [
+            "jvms:",
+            f"  - workload: {JVM_WORKLOAD}",
+            f"    container: {JVM_CONTAINER}",
+            f"    gc_log: {workdir / 'jvm-app-gc.log'}",
+            f'    java_options: "{JVM_OPTIONS}"',
+        ]
+    (workdir / "mapping.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _start_workload(workdir: Path) -> _Workload:
     group = create_v1_cgroup(
         f"daytwo-demo-{os.getpid()}/burner",
@@ -120,17 +192,11 @@ def _start_workload(workdir: Path) -> _Workload:
     started = time.monotonic()
     assert process.stdout is not None
     if process.stdout.readline().strip() != b"ready":
+        process.kill()
+        process.wait()
         remove_v1_cgroup(group)
         msg = f"the demo workload did not start (exit {process.poll()})"
         raise RuntimeError(msg)
-    (workdir / "mapping.yaml").write_text(
-        "cluster: local\n"
-        "cgroups:\n"
-        f"  - path: /{group.relative_path.strip('/')}\n"
-        f"    workload: {WORKLOAD}\n"
-        f"    container: {CONTAINER}\n",
-        encoding="utf-8",
-    )
     return _Workload(group, process, started)
 
 
@@ -153,9 +219,63 @@ def _replay_trace(bootstrap: str) -> int:
     return asyncio.run(publish())
 
 
+def _start_live_workloads(
+    workdir: Path,
+    *,
+    console: Console,
+    env: dict[str, str],
+    logs: Path,
+    children: list[Child],
+    started: list[_Workload],
+    wanted: dict[str, str],
+) -> None:
+    """Start the burner and (where Java is installed) the JVM in real cgroups, then the agent."""
+    burner = _start_workload(workdir)
+    started.append(burner)
+    console.print(
+        f"[green]workload[/] burner in cgroup /{burner.group.relative_path.strip('/')}"
+        f" (limit {format_cpu(CPU_LIMIT_CORES)} CPU, {format_memory(MEMORY_LIMIT_BYTES)});"
+        f" burns {BURN_CORES} cores, holds {HOLD_MIB} MiB"
+    )
+    jvm: _Workload | None = None
+    try:
+        jvm = _start_jvm_workload(workdir)
+    except (DaytwoError, RuntimeError) as exc:
+        console.print(f"[yellow]no JVM workload:[/] {exc}")
+    if jvm is not None:
+        started.append(jvm)
+        wanted[JVM_WORKLOAD] = JVM_BRANCH
+        console.print(
+            f"[green]workload[/] jvm-app: a real JVM ({JVM_OPTIONS}) in cgroup "
+            f"/{jvm.group.relative_path.strip('/')} (limit "
+            f"{format_memory(JVM_MEMORY_LIMIT_BYTES)}), live set {JVM_LIVE_MIB} MiB, "
+            f"GC log tailed by the agent"
+        )
+    _write_mapping(workdir, burner, jvm)
+    children.append(
+        start_child(
+            "agent",
+            ["agent", "--mapping", str(workdir / "mapping.yaml")],
+            env
+            | {
+                "DAYTWO_SCRAPE_INTERVAL_SECONDS": str(SCRAPE_SECONDS),
+                "DAYTWO_METRICS_PORT": "0",
+            },
+            logs,
+        )
+    )
+    console.print(
+        f"[green]agent[/] scraping every {SCRAPE_SECONDS:g} s; a recommendation needs "
+        f"{MIN_SAMPLES} samples (about {MIN_SAMPLES * SCRAPE_SECONDS:.0f} s)"
+    )
+
+
 def run_demo(workdir: Path, *, timeout: float = 170.0, force_replay: bool = False) -> int:
     """Run the demo; returns the process exit code (0 when a branch was produced)."""
     console = Console()
+    # SIGTERM (e.g. from `timeout`) must still run the cleanup below: cgroups and
+    # child processes outlive us otherwise.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     deadline = time.monotonic() + timeout
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -163,7 +283,7 @@ def run_demo(workdir: Path, *, timeout: float = 170.0, force_replay: bool = Fals
     logs = workdir / "logs"
     logs.mkdir()
     children: list[Child] = []
-    workload: _Workload | None = None
+    started: list[_Workload] = []
     broker = EmbeddedBroker(log_path=logs / "broker.log")
     try:
         with console.status("starting the embedded Kafka broker"):
@@ -207,52 +327,57 @@ def run_demo(workdir: Path, *, timeout: float = 170.0, force_replay: bool = Fals
         )
         console.print("[green]sink[/] dry-run PR sink on the GitOps repository")
         reason = "--replay was given" if force_replay else v1_cgroups_writable()
+        wanted = {WORKLOAD: BRANCH}
         if reason is None:
-            workload = _start_workload(workdir)
-            console.print(
-                f"[green]workload[/] burner in cgroup /{workload.group.relative_path.strip('/')}"
-                f" (limit {format_cpu(CPU_LIMIT_CORES)} CPU, {format_memory(MEMORY_LIMIT_BYTES)});"
-                f" burns {BURN_CORES} cores, holds {HOLD_MIB} MiB"
-            )
-            children.append(
-                start_child(
-                    "agent",
-                    ["agent", "--mapping", str(workdir / "mapping.yaml")],
-                    env
-                    | {
-                        "DAYTWO_SCRAPE_INTERVAL_SECONDS": str(SCRAPE_SECONDS),
-                        "DAYTWO_METRICS_PORT": "0",
-                    },
-                    logs,
-                )
-            )
-            console.print(
-                f"[green]agent[/] scraping every {SCRAPE_SECONDS:g} s; a recommendation needs "
-                f"{MIN_SAMPLES} samples (about {MIN_SAMPLES * SCRAPE_SECONDS:.0f} s)"
+            _start_live_workloads(
+                workdir,
+                console=console,
+                env=env,
+                logs=logs,
+                children=children,
+                started=started,
+                wanted=wanted,
             )
         else:
             console.print(
                 f"[yellow]cgroups are not writable here ({reason});[/] "
-                "replaying the bundled trace instead"
+                "replaying the bundled trace instead (no JVM workload in replay)"
             )
             sent = _replay_trace(broker.bootstrap)
             console.print(f"[green]replay[/] published {sent} batches from the bundled trace")
-        rec_set = _wait_for_recommendation(broker.bootstrap, children, deadline, console)
-        if rec_set is None:
-            return _report_failure(console, children, "no recommendation before the timeout")
-        commit = _wait_for_branch(repo, rec_set.hash, children, deadline)
-        if commit is None:
-            return _report_failure(console, children, "the sink made no branch before the timeout")
-        _print_result(console, rec_set, workload, repo)
+        found = _wait_for_proposals(
+            broker.bootstrap, repo, wanted, children=children, deadline=deadline, console=console
+        )
+        if found is None:
+            return _report_failure(
+                console, children, "no recommendation on a branch before the timeout"
+            )
+        _print_result(console, found[WORKLOAD], started[0] if started else None, repo, BRANCH)
+        if JVM_WORKLOAD in found:
+            _print_jvm_result(console, found[JVM_WORKLOAD], repo)
         return 0
     finally:
-        for child in reversed(children):
-            child.stop()
-        if workload is not None:
-            workload.process.kill()
-            workload.process.wait()
-            remove_v1_cgroup(workload.group)
-        broker.stop()
+        _clean_up(console, children, started, broker)
+
+
+def _clean_up(
+    console: Console, children: list[Child], started: list[_Workload], broker: EmbeddedBroker
+) -> None:
+    """Stop everything the demo started; one failing step does not skip the others.
+
+    Workloads go in reverse order: a later cgroup may sit in the same parent group.
+    """
+    steps: list[tuple[str, Callable[[], object]]] = [
+        (child.name, child.stop) for child in reversed(children)
+    ]
+    for workload in reversed(started):
+        steps.append((f"pid {workload.process.pid}", workload.stop))
+    steps.append(("broker", broker.stop))
+    for name, step in steps:
+        try:
+            step()
+        except (OSError, DaytwoError, subprocess.SubprocessError) as exc:
+            console.print(f"[yellow]cleanup of {name} failed:[/] {exc}")
 
 
 def _alive(children: list[Child]) -> str | None:
@@ -262,38 +387,62 @@ def _alive(children: list[Child]) -> str | None:
     return None
 
 
-def _wait_for_recommendation(
-    bootstrap: str, children: list[Child], deadline: float, console: Console
-) -> RecommendationSet | None:
-    def has_ours(records: list[tuple[bytes | None, bytes | None]]) -> bool:
-        return any(key == WORKLOAD.encode() for key, _ in records)
+def _records_until(bootstrap: str, set_hash: str, deadline: float) -> list[bytes]:
+    """Recommendation records read until one carrying ``set_hash`` shows up."""
 
-    with console.status("waiting for the first recommendation"):
-        records = wait_for_records(
-            bootstrap,
-            topic_names().recommendations,
-            has_ours,
-            timeout=max(1.0, deadline - time.monotonic()),
-            alive=lambda: _alive(children),
-        )
-    for key, value in records:
-        if key == WORKLOAD.encode() and value is not None:
-            return decode(RecommendationSet, value)
-    return None
+    def seen(records: list[tuple[bytes | None, bytes | None]]) -> bool:
+        return any(value is not None and set_hash.encode() in value for _, value in records)
+
+    records = wait_for_records(
+        bootstrap,
+        topic_names().recommendations,
+        seen,
+        timeout=max(1.0, min(10.0, deadline - time.monotonic())),
+    )
+    return [value for _, value in records if value is not None]
 
 
-def _wait_for_branch(
-    repo: Path, set_hash: str, children: list[Child], deadline: float
-) -> str | None:
-    """Wait until the sink committed this recommendation set on the branch."""
-    while time.monotonic() < deadline and _alive(children) is None:
-        try:
-            note = _git(repo, "show", f"{BRANCH}:.daytwo/PR.md")
-        except subprocess.CalledProcessError:
-            note = ""
-        if set_hash in note:
-            return _git(repo, "rev-parse", BRANCH).strip()
-        time.sleep(0.5)
+def _wait_for_proposals(
+    bootstrap: str,
+    repo: Path,
+    wanted: dict[str, str],
+    *,
+    children: list[Child],
+    deadline: float,
+    console: Console,
+) -> dict[str, RecommendationSet] | None:
+    """Wait until each wanted workload's branch carries a recommendation set.
+
+    The worker refines its proposal as data arrives and the sink follows, so the set
+    shown is the one whose hash the branch's PR.md carries when we look. A JVM
+    workload waits for a set that already has JVM evidence.
+    """
+    found: dict[str, RecommendationSet] = {}
+    sets: dict[str, RecommendationSet] = {}
+    with console.status("waiting for recommendations and their branches"):
+        while time.monotonic() < deadline and _alive(children) is None:
+            for workload, branch in wanted.items():
+                if workload in found:
+                    continue
+                try:
+                    marker = extract_hash(_git(repo, "show", f"{branch}:.daytwo/PR.md"))
+                except subprocess.CalledProcessError:
+                    marker = None
+                if marker is None:
+                    continue
+                if marker not in sets:
+                    for value in _records_until(bootstrap, marker, deadline):
+                        candidate = decode(RecommendationSet, value)
+                        sets[candidate.hash] = candidate
+                shown = sets.get(marker)
+                if shown is not None and (
+                    workload != JVM_WORKLOAD
+                    or any(r.evidence.jvm is not None for r in shown.recommendations)
+                ):
+                    found[workload] = shown
+            if len(found) == len(wanted):
+                return found
+            time.sleep(0.5)
     return None
 
 
@@ -302,11 +451,15 @@ def _fmt_cpu(value: float | None) -> str:
 
 
 def _fmt_mem(value: int | None) -> str:
-    return "-" if value is None else format_memory(value)
+    return "-" if value is None else format_memory(round_up_memory(value))
 
 
 def _print_result(
-    console: Console, rec_set: RecommendationSet, workload: _Workload | None, repo: Path
+    console: Console,
+    rec_set: RecommendationSet,
+    workload: _Workload | None,
+    repo: Path,
+    branch: str,
 ) -> None:
     table = Table(title=f"Recommendations for {rec_set.workload}")
     for column in ("container", "resource", "current", "recommended"):
@@ -333,10 +486,44 @@ def _print_result(
             f"its lifetime); x 1.15 = {expected:.3f}. Recommended CPU request: "
             f"{format_cpu(request)} ({(request / expected - 1) * 100:+.1f}%)."
         )
-    console.print(f"\n[bold]Branch[/] {BRANCH} in {repo}:")
-    diff = _git(repo, "diff", f"main..{BRANCH}", "--", "apps")
+    _print_branch(console, repo, branch)
+
+
+def _print_branch(console: Console, repo: Path, branch: str) -> None:
+    console.print(f"\n[bold]Branch[/] {branch} in {repo}:")
+    diff = _git(repo, "diff", f"main..{branch}", "--", "apps")
     console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
-    console.print(f"PR title and body: git -C {repo} show {BRANCH}:.daytwo/PR.md")
+    console.print(f"PR title and body: git -C {repo} show {branch}:.daytwo/PR.md")
+
+
+def _print_jvm_result(console: Console, rec_set: RecommendationSet, repo: Path) -> None:
+    """The JVM's heap and its container's limit, side by side, with the JVM evidence."""
+    rec = rec_set.recommendations[0]
+    jvm = rec.evidence.jvm
+    table = Table(title=f"\nJVM and container together: {rec_set.workload}")
+    for column in ("", "current", "recommended"):
+        table.add_column(column)
+    table.add_row(
+        "JVM max heap",
+        _fmt_mem(rec.current.jvm_max_heap_bytes),
+        _fmt_mem(rec.recommended.jvm_max_heap_bytes),
+    )
+    table.add_row(
+        "container memory limit",
+        _fmt_mem(rec.current.memory_limit_bytes),
+        _fmt_mem(rec.recommended.memory_limit_bytes),
+    )
+    if jvm is not None:
+        if jvm.non_heap is not None:
+            table.add_row("non-heap estimate", "", _fmt_mem(jvm.non_heap.total_bytes))
+        table.add_row("live set (peak)", "", _fmt_mem(jvm.live_set_peak_bytes))
+    console.print(table)
+    if rec.jvm_options is not None:
+        console.print(f"JAVA_TOOL_OPTIONS={rec.jvm_options.java_tool_options}")
+    for rule in rec.rules:
+        if rule.id.startswith(("jvm-", "oom-")):
+            console.print(f"  • [cyan]{rule.id}[/]: {rule.text}")
+    _print_branch(console, repo, JVM_BRANCH)
 
 
 def _add_rows(table: Table, rec: Recommendation) -> None:

@@ -22,6 +22,7 @@ request or limit, it only sets the ones the recommendation carries.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -133,6 +134,67 @@ def patch_resources(
     if len(split_documents(result[len(bom) :])) != len(chunks):
         raise SinkError("patching would change the number of YAML documents; refusing")
     return result
+
+
+class EnvVarMissingError(SinkError):
+    """The container declares no such environment variable (nothing to patch)."""
+
+
+def patch_env_value(
+    text: str, document_index: int, kind: str, container: str, *, name: str, value: str
+) -> str:
+    """Return ``text`` with the ``env`` entry ``name`` of ``container`` set to ``value``.
+
+    Why: a JVM's heap lives in its options (``JAVA_TOOL_OPTIONS``), and a memory limit
+    must never change without the heap inside it. Only the value scalar is rewritten
+    (as a double-quoted YAML string); the result is parsed back and must differ from
+    the input in that one value. Raises :class:`EnvVarMissingError` when the
+    container has no such variable, :class:`SinkError` when it is set from elsewhere
+    (``valueFrom``) or is shared through an anchor.
+    """
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    chunks = split_documents(text[len(bom) :])
+    if not 0 <= document_index < len(chunks):
+        raise SinkError(
+            f"document index {document_index} out of range: the file has {len(chunks)} document(s)"
+        )
+    body = chunks[document_index].body
+    patcher = _DocumentPatcher(body, _compose_guarded(body), kind, container)
+    env = _lookup(patcher.container_node, "env")
+    entries = env[1].value if env is not None and isinstance(env[1], SequenceNode) else []
+    for entry in entries:
+        entry_name = _lookup(entry, "name") if isinstance(entry, MappingNode) else None
+        if entry_name is None or entry_name[1].value != name:
+            continue
+        found = _lookup(entry, "value")
+        if found is None or not isinstance(found[1], ScalarNode):
+            raise SinkError(f"env {name} of container {container!r} has no plain value to patch")
+        node = found[1]
+        patcher._require_unshared(node, f"env {name}")
+        if node.value == value:
+            return text
+        quoted = json.dumps(value, ensure_ascii=False)
+        new_body = body[: node.start_mark.index] + quoted + body[node.end_mark.index :]
+        _verify_env(body, new_body, kind, container=container, name=name, value=value)
+        chunks[document_index] = DocumentChunk(chunks[document_index].prefix, new_body)
+        return bom + "".join(chunk.prefix + chunk.body for chunk in chunks)
+    raise EnvVarMissingError(f"container {container!r} declares no env {name}")
+
+
+def _verify_env(
+    old_body: str, new_body: str, kind: str, *, container: str, name: str, value: str
+) -> None:
+    loader = YAML(typ="safe", pure=True)
+    try:
+        expected = loader.load(old_body)
+        new = loader.load(new_body)
+    except YAMLError as error:
+        raise SinkError(f"patched document does not read back: {error}") from error
+    for entry in _plain_container(expected, kind, container).get("env") or ():
+        if isinstance(entry, dict) and entry.get("name") == name:
+            entry["value"] = value
+    if expected != new:
+        raise SinkError(f"patching env {name} would change more than its value; refusing")
 
 
 def declared_resources(

@@ -34,7 +34,12 @@ from pipeline.errors import BrokerError, InvalidMessageError, SinkError
 from pipeline.prsink.body import extract_hash, render_pr
 from pipeline.prsink.git import CommitAuthor, GitRepo
 from pipeline.prsink.locate import WorkloadId, find_workload_document, is_manifest_path
-from pipeline.prsink.patch import declared_resources, patch_resources
+from pipeline.prsink.patch import (
+    EnvVarMissingError,
+    declared_resources,
+    patch_env_value,
+    patch_resources,
+)
 from pipeline.topics import DEADLETTER, DEADLETTER_MAX_MESSAGE_BYTES, RECOMMENDATIONS
 from schemas.models import RecommendationSet
 from schemas.validate import decode, encode, make_deadletter
@@ -67,6 +72,11 @@ class SinkResult:
 def branch_for(workload: WorkloadId) -> str:
     """The one branch per workload: ``daytwo/<namespace>/<name>``."""
     return f"daytwo/{workload.namespace}/{workload.name}"
+
+
+#: The variable the JVM reads its options from; ``jvm_options`` in a recommendation is
+#: its ready-to-paste value.
+JVM_OPTIONS_VARIABLE = "JAVA_TOOL_OPTIONS"
 
 
 def _with_declared_current(
@@ -160,6 +170,7 @@ def apply_recommendation_set(
     location = find_workload_document(sorted(manifests.items()), workload)
     original = manifests[location.path]
     patched = original
+    missing_env: list[str] = []
     for recommendation in recommendations:
         patched = patch_resources(
             patched,
@@ -168,11 +179,31 @@ def apply_recommendation_set(
             str(recommendation["container"]),
             recommendation["recommended"],
         )
+        jvm_options = recommendation.get("jvm_options")
+        if isinstance(jvm_options, Mapping) and jvm_options.get("java_tool_options"):
+            # The heap moves with the limit, in the same commit, or the PR says why not.
+            try:
+                patched = patch_env_value(
+                    patched,
+                    location.document_index,
+                    workload.kind,
+                    str(recommendation["container"]),
+                    name=JVM_OPTIONS_VARIABLE,
+                    value=str(jvm_options["java_tool_options"]),
+                )
+            except EnvVarMissingError:
+                missing_env.append(str(recommendation["container"]))
     if patched == original:
         return SinkResult(
             workload_text, branch, None, False, (), f"{location.path} on {base} already says this"
         )
     note = render_pr_note(_with_declared_current(rec_set, original, location.document_index))
+    for container in missing_env:
+        note += (
+            f"\n> **Action needed:** container `{container}` declares no "
+            f"`{JVM_OPTIONS_VARIABLE}`; set it as shown above in the same change as the "
+            "memory limit, or the JVM keeps its old heap inside the new limit.\n"
+        )
     title = note.splitlines()[0].removeprefix("# ")
     message = f"{title}\n\nRecommendation set {set_hash} for {workload_text}.\n"
     files = {location.path: patched, PR_NOTE_PATH: note}
