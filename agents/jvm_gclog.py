@@ -657,6 +657,9 @@ class IntervalAggregator:
     _pause_max: float | None = None
     _gc_ids: set[int] = field(default_factory=set)
     _full_ids: set[int] = field(default_factory=set)
+    # Collections already counted in an earlier interval: a G1 concurrent cycle's
+    # Remark and Cleanup share its id and may fall into different intervals.
+    _counted_ids: set[int] = field(default_factory=set)
     _heap_after_max: int | None = None
     _allocated_bytes: int = 0
     _allocation_span: float = 0.0
@@ -674,6 +677,7 @@ class IntervalAggregator:
         self.metaspace_used_bytes = None
         self._previous_after = None
         self._last_time = None
+        self._counted_ids = set()  # a new JVM numbers its collections from 0 again
 
     def add(self, event: GcEvent) -> None:
         """Account one event to the open interval."""
@@ -738,7 +742,7 @@ class IntervalAggregator:
             gc_overhead_ratio=min(1.0, self._pause_seconds / interval_seconds),
             gc_pause_seconds=min(self._pause_seconds, 86_400.0),
             gc_pause_max_seconds=self._pause_max,
-            gc_count=len(self._gc_ids),
+            gc_count=len(self._gc_ids - self._counted_ids),
             full_gc_count=len(self._full_ids),
             heap_used_after_gc_bytes=self._heap_after_max,
             heap_committed_bytes=self.heap_committed_bytes,
@@ -749,6 +753,10 @@ class IntervalAggregator:
         )
         self._pause_seconds = 0.0
         self._pause_max = None
+        self._counted_ids |= self._gc_ids
+        if self._counted_ids:  # ids grow; keep only a recent window, memory stays bounded
+            newest = max(self._counted_ids)
+            self._counted_ids = {i for i in self._counted_ids if i > newest - 1024}
         self._gc_ids = set()
         self._full_ids = set()
         self._heap_after_max = None
