@@ -74,6 +74,25 @@ def allocate_on_request(mib: int) -> str:
     )
 
 
+def wait_for_line(
+    process: subprocess.Popen[bytes], expected: str, timeout_seconds: float = 10.0
+) -> None:
+    """Block until ``process`` prints ``expected`` on a line (fails the test otherwise)."""
+    stdout = process.stdout
+    assert stdout is not None
+    deadline = time.monotonic() + timeout_seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([stdout], [], [], remaining)
+        if not ready:
+            break
+        line = stdout.readline()
+        if not line:
+            pytest.fail(f"child exited (status {process.wait()}) before {expected!r}")
+        if line.decode().strip() == expected:
+            return
+    pytest.fail(f"child did not print {expected!r} within {timeout_seconds} s")
+
+
 @dataclass
 class RunningCgroup:
     """A live cgroup with one Python child process in it."""
@@ -83,19 +102,7 @@ class RunningCgroup:
 
     def wait_for_line(self, expected: str, timeout_seconds: float = 10.0) -> None:
         """Block until the child prints ``expected`` on a line (fails the test otherwise)."""
-        stdout = self.process.stdout
-        assert stdout is not None
-        deadline = time.monotonic() + timeout_seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([stdout], [], [], remaining)
-            if not ready:
-                break
-            line = stdout.readline()
-            if not line:
-                pytest.fail(f"child exited (status {self.process.wait()}) before {expected!r}")
-            if line.decode().strip() == expected:
-                return
-        pytest.fail(f"child did not print {expected!r} within {timeout_seconds} s")
+        wait_for_line(self.process, expected, timeout_seconds)
 
     def send_line(self, text: str = "go") -> None:
         """Write one line to the child's stdin."""

@@ -19,7 +19,6 @@ directions and invariants, never on exact numbers::
 
 from __future__ import annotations
 
-import select
 import signal
 import subprocess
 import time
@@ -48,7 +47,7 @@ from pipeline.processor import Processor
 from pipeline.topics import topic_names
 from schemas.models import JvmFlags, JvmSample, JvmSampleBatch, Recommendation
 from schemas.validate import encode
-from tests.cgroup_helpers import MIB, requires_v1_cgroups, unique_cgroup_path
+from tests.cgroup_helpers import MIB, requires_v1_cgroups, unique_cgroup_path, wait_for_line
 from tests.worker_helpers import PARTITIONS, died, produce, recommendation_sets, running, worker_env
 
 pytestmark = pytest.mark.integration
@@ -106,22 +105,6 @@ def _jvm_cgroup(memory_limit_bytes: int, cpu_limit_cores: float) -> Iterator[V1C
         yield group
     finally:
         remove_v1_cgroup(group, timeout_seconds=10.0)
-
-
-def _wait_for_ready(process: subprocess.Popen[bytes], timeout_seconds: float) -> None:
-    stdout = process.stdout
-    assert stdout is not None
-    deadline = time.monotonic() + timeout_seconds
-    while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([stdout], [], [], remaining)
-        if not ready:
-            break
-        line = stdout.readline()
-        if not line:
-            pytest.fail(f"the JVM exited ({process.wait()}) before it was ready")
-        if line.strip() == b"ready":
-            return
-    pytest.fail(f"the JVM was not ready within {timeout_seconds} s")
 
 
 def run_scenario(
@@ -190,7 +173,7 @@ def run_scenario(
         process = spawn_in_cgroup(group, argv, stdout=subprocess.PIPE)
         try:
             if expect_ready:
-                _wait_for_ready(process, READY_TIMEOUT_SECONDS)
+                wait_for_line(process, "ready", READY_TIMEOUT_SECONDS)
             offset = 0
             next_scrape = time.monotonic()
             give_up = next_scrape + SCENARIO_TIMEOUT_SECONDS
