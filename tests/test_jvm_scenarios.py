@@ -351,6 +351,9 @@ def test_oom_killed_jvm_gets_a_limit_that_fits_its_heap(
         limit_in_force + PROFILE.oom_memory_raise_min_bytes,
     )
     assert heap < limit
+    # killed while still building its live set: the heap is kept, the limit fits it
+    assert heap == heap_in_force
+    assert "jvm-no-heap-decrease-after-oom" in _rule_ids(rec)
     assert "oom-raise-memory" in _rule_ids(rec)
     assert "jvm-heap-with-limit" in _rule_ids(rec)
     assert rec.risk == "high"

@@ -286,7 +286,13 @@ class HeapDecision:
     text: str
 
 
-def decide_heap(jvm: JvmState | None, profile: Profile, in_force: int | None) -> HeapDecision:
+def decide_heap(
+    jvm: JvmState | None,
+    profile: Profile,
+    in_force: int | None,
+    *,
+    oom_cooldown_until: float | None = None,
+) -> HeapDecision:
     """Size the max heap from the live set, never shrinking it under GC pressure.
 
     - Pressure = GC overhead p95 above ``gc_overhead_ceiling`` or the live set above
@@ -299,8 +305,33 @@ def decide_heap(jvm: JvmState | None, profile: Profile, in_force: int | None) ->
     - Without them the heap in force is kept (``jvm-heap-kept``), or, if even that is
       unknown, the profile's heap floor is proposed (``jvm-heap-floor``).
 
+    - Within the cool-down after an OOM kill (``oom_cooldown_until`` set) the heap is not
+      decreased either (``jvm-no-heap-decrease-after-oom``): a JVM killed while it was
+      still growing shows only part of its live set, and the memory it needs comes from
+      a larger limit, not a smaller heap.
+
     Every result is at least ``jvm_heap_floor_bytes`` and a whole number of MiB.
     """
+    decision = _decide_heap(jvm, profile, in_force)
+    if (
+        oom_cooldown_until is not None
+        and in_force is not None
+        and decision.heap_bytes < round_up_memory(in_force)
+    ):
+        kept = round_up_memory(in_force)
+        return HeapDecision(
+            kept,
+            in_force,
+            "jvm-no-heap-decrease-after-oom",
+            f"JVM max heap kept at {format_memory(kept)} instead of "
+            f"{format_memory(decision.heap_bytes)}: "
+            "the container was OOM-killed within the cool-down, when the live set seen may be "
+            "only part of what the JVM needs; the limit grows to fit the heap instead.",
+        )
+    return decision
+
+
+def _decide_heap(jvm: JvmState | None, profile: Profile, in_force: int | None) -> HeapDecision:
     floor = round_up_memory(profile.jvm_heap_floor_bytes)
     live = None if jvm is None else jvm.live_set_peak_bytes
     overhead = None if jvm is None else jvm.gc_overhead_percentile(0.95)

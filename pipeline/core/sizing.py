@@ -130,6 +130,14 @@ class Prices:
 DEFAULT_PRICES: Final = Prices()
 
 
+def _oom_cooldown_until(window: ContainerWindow, profile: Profile, now: float) -> float | None:
+    """When the cool-down after the last OOM kill ends, or None if none is running."""
+    killed_at = window.last_oom_timestamp
+    if killed_at is None or now >= killed_at + profile.cooldown_seconds:
+        return None
+    return killed_at + profile.cooldown_seconds
+
+
 def recommend(
     window: ContainerWindow,
     profile: Profile,
@@ -172,7 +180,12 @@ def recommend(
     jvm_rules_after_oom: list[dict[str, str]] = []
     if is_jvm:
         heap_in_force = heap_in_force_bytes(jvm, current.jvm_max_heap_bytes, memory_in_force)
-        decision = decide_heap(jvm, profile, heap_in_force)
+        decision = decide_heap(
+            jvm,
+            profile,
+            heap_in_force,
+            oom_cooldown_until=_oom_cooldown_until(window, profile, now),
+        )
         rules.append(_rule(decision.rule_id, decision.text))
         heap = decision.heap_bytes
         non_heap = estimate_non_heap(jvm)
