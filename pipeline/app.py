@@ -149,31 +149,22 @@ def build_worker(
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
     )
-    samples_topic = app.topic(
-        names.container_samples,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
-    jvm_topic = app.topic(
-        names.jvm_samples,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
-    deadletter_topic = app.topic(
-        names.deadletter, key_serializer="raw", value_serializer="raw", partitions=1
-    )
-    recommendations_topic = app.topic(
-        names.recommendations,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+
+    def raw_topic(name: str, partitions: int) -> Any:
+        """A topic of raw bytes: daytwo encodes and validates its messages itself."""
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    samples_topic = raw_topic(names.container_samples, settings.partitions)
+    jvm_topic = raw_topic(names.jvm_samples, settings.partitions)
+    deadletter_topic = raw_topic(names.deadletter, 1)
+    recommendations_topic = raw_topic(names.recommendations, settings.partitions)
     table = CoPartitionedTable(
         app,
         name=TABLE_NAME,
