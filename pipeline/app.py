@@ -25,9 +25,10 @@ from faust.tables.table import Table
 from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 
-from pipeline.core.profiles import Profile, get_profile
+from pipeline.core.profiles import Profile
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
+from pipeline.profiles_file import ProfileResolver, load_catalog
 from pipeline.settings import Settings, require_bootstrap
 from pipeline.topics import DEADLETTER_MAX_MESSAGE_BYTES, TopicSpec, ensure_topics, topic_names
 from schemas.models import DeadLetter
@@ -174,17 +175,18 @@ def build_worker(
         partitions=settings.partitions,
     )
     app.tables.add(table)
-    chosen = profile or get_profile(settings.profile)
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, object] = dict(settings.profile_overrides)
     if settings.min_samples is not None:
         overrides["min_samples"] = settings.min_samples
     if settings.memory_peak_interval_seconds is not None:
         overrides["memory_peak_interval_seconds"] = settings.memory_peak_interval_seconds
-    if overrides:
-        chosen = chosen.with_overrides(**overrides)
+    profiles = ProfileResolver(
+        load_catalog(settings.profiles_file, default_profile=settings.profile), overrides
+    )
     metrics = WorkerMetrics.create(registry)
     processor = Processor(
-        profile=chosen,
+        profile_for=None if profile is not None else profiles.for_workload,
+        profile=profile or profiles.default(),
         store=FaustStore(table),
         metrics=metrics,
         clock=time.time,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.core.engine import ContainerEngine
 from pipeline.core.profiles import Profile
 from pipeline.core.sizing import CurrentResources, recommend
 from pipeline.core.window import ContainerWindow, JvmSampleInput, SampleInput
@@ -55,12 +56,16 @@ class StateStore(Protocol):
 class _Tracked:
     """One container's live state and where its input comes from."""
 
-    window: ContainerWindow
+    engine: ContainerEngine
     partition: int
     workload: str
     container: str
-    current: CurrentResources
     recommendation: Recommendation | None = None
+    """The last proposal published (in memory; rebuilt on demand after a restart)."""
+
+    @property
+    def window(self) -> ContainerWindow:
+        return self.engine.window
 
 
 @dataclass
@@ -73,6 +78,8 @@ class Processor:
     clock: Callable[[], float]
     source_topic: str
     jvm_topic: str = JVM_SAMPLES
+    profile_for: Callable[[str], Profile] | None = None
+    """The profile of a workload id (namespace defaults, annotations); else ``profile``."""
     _tracked: dict[str, _Tracked] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _workload_containers: dict[str, set[str]] = field(default_factory=dict)
@@ -126,7 +133,7 @@ class Processor:
             )
         for sample, sample_input in zip(batch.samples, inputs, strict=True):
             tracked = self._get(batch.workload, sample.container, partition)
-            if tracked.window.apply_jvm(sample_input):
+            if tracked.engine.apply_jvm(sample_input):
                 self.metrics.jvm_samples_processed.inc()
                 self._dirty.add(_container_key(batch.workload, sample.container))
             else:
@@ -162,8 +169,8 @@ class Processor:
         self.metrics.batches_processed.inc()
         for sample, sample_input in zip(batch.samples, inputs, strict=True):
             tracked = self._get(batch.workload, sample.container, partition)
-            tracked.current = _current_from(sample, tracked.current)
-            if tracked.window.apply(sample_input):
+            tracked.engine.spec = _current_from(sample, tracked.engine.spec)
+            if tracked.engine.apply(sample_input):
                 self.metrics.samples_processed.inc()
                 self._dirty.add(_container_key(batch.workload, sample.container))
             else:
@@ -174,12 +181,20 @@ class Processor:
         tracked = self._tracked.get(key)
         if tracked is None:
             saved = self.store.load(key)
+            profile = self.profile_for(workload) if self.profile_for else self.profile
             window = (
                 ContainerWindow.from_bytes(saved)
                 if saved is not None
-                else ContainerWindow.new(self.profile)
+                else ContainerWindow.new(profile)
             )
-            tracked = _Tracked(window, partition, workload, container, CurrentResources())
+            engine = ContainerEngine(
+                profile,
+                workload=workload,
+                container=container,
+                window=window,
+                evaluate_on_ticks=True,
+            )
+            tracked = _Tracked(engine, partition, workload, container)
             self._tracked[key] = tracked
             self._workload_containers.setdefault(workload, set()).add(key)
             self.metrics.tracked_containers.set(len(self._tracked))
@@ -187,46 +202,45 @@ class Processor:
         return tracked
 
     def checkpoint(self) -> list[RecommendationSet]:
-        """Write each dirty window once; return the recommendation sets that changed.
+        """Write each dirty window once; return the recommendation sets to publish.
 
-        A set is emitted when any member's recommendation hash differs from the one
-        last emitted (kept in the window, so it survives restarts). Call this, send
-        the returned sets, then acknowledge the input records handled before it.
+        Each dirty container is evaluated at the time of its data (its last sample), so a
+        replay decides like the live system did. A set is emitted for a workload when a
+        member's recommendation passes the profile's hysteresis (a proposal, recorded in
+        its window so it survives restarts); the set carries every member that was ever
+        proposed. Call this, send the returned sets, then acknowledge the input records
+        handled before it.
         """
         if not self._dirty:
             return []
         now = self.clock()
         with self.metrics.checkpoint_seconds.time():
             changed_workloads: set[str] = set()
-            for key in self._dirty:
+            for key in sorted(self._dirty):
                 tracked = self._tracked[key]
-                try:
-                    proposal = recommend(
-                        tracked.window,
-                        self.profile,
-                        workload=tracked.workload,
-                        container=tracked.container,
-                        current=tracked.current,
-                        now=now,
-                    )
-                    if proposal is None:
-                        continue
-                    tracked.recommendation = validate_dict(Recommendation, proposal)
-                except Exception:
+                for failure in tracked.engine.failures:
                     # One container's sizing failing (a bug, or a proposal the contract
                     # rejects) must not stop the others or the checkpoint: its state is
-                    # still saved below and it is retried at its next change.
-                    log.exception("sizing %s failed; state kept, no recommendation", key)
+                    # still saved below and it is evaluated again at its next tick.
+                    log.error(
+                        "sizing %s failed; state kept, no recommendation",
+                        key,
+                        exc_info=(type(failure), failure, failure.__traceback__),
+                    )
                     self.metrics.sizing_errors.inc()
-                    continue
-                if tracked.recommendation.hash != tracked.window.last_emitted_hash:
+                tracked.engine.failures.clear()
+                for decision in tracked.engine.take_proposals():
+                    try:
+                        tracked.recommendation = validate_dict(
+                            Recommendation, decision.recommendation
+                        )
+                    except InvalidMessageError:
+                        log.exception("proposal for %s breaks the contract; not sent", key)
+                        self.metrics.sizing_errors.inc()
+                        continue
+                    log.info("%s: %s", key, decision.reason)
                     changed_workloads.add(tracked.workload)
             sets = [self._set_for(w, now) for w in sorted(changed_workloads)]
-            for rec_set in sets:
-                for rec in rec_set.recommendations:
-                    ckey = _container_key(rec.workload, rec.container)
-                    self._tracked[ckey].window.last_emitted_hash = rec.hash
-                    self._dirty.add(ckey)
             for key in sorted(self._dirty):
                 tracked = self._tracked[key]
                 self.store.save(key, tracked.window.to_bytes(), tracked.partition)
@@ -236,12 +250,16 @@ class Processor:
         return sets
 
     def _set_for(self, workload: str, now: float) -> RecommendationSet:
-        members = [
-            self._tracked[k].recommendation
-            for k in sorted(self._workload_containers.get(workload, ()))
-            if self._tracked[k].recommendation is not None
-        ]
-        recs = [m for m in members if m is not None]
+        recs = []
+        for key in sorted(self._workload_containers.get(workload, ())):
+            tracked = self._tracked[key]
+            if tracked.window.last_proposal_timestamp is None:
+                continue
+            if tracked.recommendation is None:
+                # Proposed before a restart: its current recommendation stands in.
+                tracked.recommendation = self._current_recommendation(tracked)
+            if tracked.recommendation is not None:
+                recs.append(tracked.recommendation)
         return RecommendationSet(
             schema_version=1,
             kind="recommendation-set",
@@ -250,6 +268,22 @@ class Processor:
             recommendations=tuple(recs),
             hash=recommendation_set_hash(r.hash for r in recs),
         )
+
+    def _current_recommendation(self, tracked: _Tracked) -> Recommendation | None:
+        last = tracked.window.last_timestamp
+        if last is None:
+            return None
+        engine = tracked.engine
+        proposal = recommend(
+            engine.window,
+            engine.profile,
+            workload=tracked.workload,
+            container=tracked.container,
+            current=engine.in_force(engine.spec),
+            now=last,
+            prices=engine.prices,
+        )
+        return None if proposal is None else validate_dict(Recommendation, proposal)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop cached state of revoked partitions (it is in the changelog already).

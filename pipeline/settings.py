@@ -50,7 +50,21 @@ class Settings(BaseSettings):
     partitions: int = Field(
         default=8, ge=1, le=1024, description="Partitions of the keyed daytwo topics."
     )
-    profile: str = Field(default="balanced", description="Default sizing profile.")
+    profile: str | None = Field(
+        default=None,
+        description="Default sizing profile for workloads without an annotation or namespace "
+        "default (else the profiles file's default_profile, else balanced).",
+    )
+    profiles_file: Path | None = Field(
+        default=None,
+        description="YAML file with custom profiles, namespace defaults and prices "
+        "(see pipeline/profiles_file.py).",
+    )
+    profile_overrides: dict[str, float | int | str] = Field(
+        default_factory=dict,
+        description="Profile fields overridden for every profile, e.g. "
+        "'{\"evaluation_interval_seconds\": 5}' (JSON in the environment); for demos and tests.",
+    )
     min_samples: int | None = Field(
         default=None,
         ge=1,

@@ -54,7 +54,7 @@ MIB = 1024**2
 GIB = 1024**3
 T0 = 1_699_999_800.0
 WORKLOAD = "prod/shop/Deployment/checkout"
-FEW = BALANCED.with_overrides(min_samples=5)
+FEW = BALANCED.with_overrides(min_samples=5, decrease_min_history_seconds=0.0)
 RECOMMENDATION_SCHEMA = validator_for(Recommendation)
 TIMES = "\N{MULTIPLICATION SIGN}"
 
@@ -162,7 +162,7 @@ def test_balanced_profile_states_its_jvm_and_risk_targets() -> None:
         0.1,
     )
     assert BALANCED.cpu_throttling_ceiling == 0.1
-    assert BALANCED.cooldown_seconds == 86400
+    assert BALANCED.oom_cooldown_seconds == 86400
     assert (BALANCED.oom_memory_raise_factor, BALANCED.oom_memory_raise_min_bytes) == (
         1.2,
         100 * MIB,
@@ -176,7 +176,7 @@ def test_balanced_profile_states_its_jvm_and_risk_targets() -> None:
         ("heap_live_set_max_share", 1.5),
         ("heap_live_set_target_share", 0.8),  # above the max share 0.7
         ("oom_memory_raise_factor", 0.9),
-        ("cooldown_seconds", -1.0),
+        ("oom_cooldown_seconds", -1.0),
         ("jvm_memory_margin_bytes", -1),
     ],
 )
@@ -783,8 +783,8 @@ def test_heap_is_kept_without_gc_data_and_limit_still_covers_it() -> None:
     rec = run(window, CurrentResources(memory_limit_bytes=4 * GIB, memory_request_bytes=4 * GIB))
     assert rec["recommended"]["jvm_max_heap_bytes"] == GIB
     assert_limit_covers_jvm(rec)
-    # 1024 + 112 + max(64, 113.6) = 1249.6 → 1250Mi
-    assert rec["recommended"]["memory_limit_bytes"] == 1250 * MIB
+    # max(1024 + 112 + max(64, 113.6) = 1249.6, 1024 / 0.8 heap share = 1280) → 1280Mi
+    assert rec["recommended"]["memory_limit_bytes"] == 1280 * MIB
     assert "without a live set and a GC overhead measured" in rules_of(rec)["jvm-heap-kept"]
 
 
@@ -853,7 +853,9 @@ def test_a_non_jvm_container_gets_no_jvm_output() -> None:
 
 # -- the property (issue 3, acceptance 3) ------------------------------------------------
 
-NO_DECAY = BALANCED.with_overrides(min_samples=1, cpu_half_life_seconds=365 * 86400.0)
+NO_DECAY = BALANCED.with_overrides(
+    min_samples=1, cpu_half_life_seconds=365 * 86400.0, decrease_min_history_seconds=0.0
+)
 OPTIONS = ["", "-Xmx1g", "-XX:MaxRAMPercentage=60 -XX:+UseParallelGC", "-Xms2g -Xmx2g -Dq='a b'"]
 
 container_steps = st.lists(
@@ -1027,7 +1029,7 @@ def test_no_recommendation_undersizes_the_jvm_or_cuts_cpu_under_pressure(
         assert limit_at_kill is not None
         assert memory >= max(limit_at_kill * 1.2, limit_at_kill + 100 * MIB)
         killed_at = T0 + 10 * (kills[-1] + 1)
-        if now < killed_at + NO_DECAY.cooldown_seconds:
+        if now < killed_at + NO_DECAY.oom_cooldown_seconds:
             for in_force_memory in (current.memory_limit_bytes, current.memory_request_bytes):
                 assert in_force_memory is None or memory >= in_force_memory
         assert "oom-raise-memory" in rules_of(rec)

@@ -254,12 +254,13 @@ def test_a_week_of_ten_second_samples_serialises_under_4_kb() -> None:
 
 
 def test_state_is_versioned_json() -> None:
-    # Issue 3 bumped the state to version 2 (JVM state, throttling p95, last OOM time).
+    # Issue 3 bumped the state to version 2 (JVM state, throttling p95, last OOM time),
+    # issue 4 to version 3 (regime start, last proposal).
     window = fed(BALANCED, [sample(T0)])
     state = orjson.loads(window.to_bytes())
-    assert state["v"] == 2
-    state["v"] = 3
-    with pytest.raises(WindowStateError, match="version 3"):
+    assert state["v"] == 3
+    state["v"] = 4
+    with pytest.raises(WindowStateError, match="version 4"):
         ContainerWindow.from_bytes(orjson.dumps(state))
     del state["v"]
     with pytest.raises(WindowStateError, match="version None"):
@@ -277,7 +278,11 @@ def test_a_version_1_checkpoint_is_still_read() -> None:
         [sample(T0, cpu=0.4, oom_kills=1, memory_limit_bytes=512 * MIB), sample(T0 + 10)],
     )
     state = orjson.loads(window.to_bytes())
-    v1 = {k: v for k, v in state.items() if k not in {"throttling", "last_oom", "oom_limit", "jvm"}}
+    v1 = {
+        k: v
+        for k, v in state.items()
+        if k not in {"throttling", "last_oom", "oom_limit", "jvm", "regime", "proposed_at"}
+    }
     v1["v"] = 1
     restored = ContainerWindow.from_bytes(orjson.dumps(v1))
     assert restored.cpu == window.cpu
@@ -290,7 +295,22 @@ def test_a_version_1_checkpoint_is_still_read() -> None:
     )
     assert restored.throttling is not None
     assert restored.throttling.is_empty
-    assert orjson.loads(restored.to_bytes())["v"] == 2
+    assert orjson.loads(restored.to_bytes())["v"] == 3
+
+
+def test_a_version_2_checkpoint_is_still_read() -> None:
+    # A v2 checkpoint (issue 3) has no regime start or last proposal: they start empty.
+    window = fed(BALANCED, [sample(T0, cpu=0.4), sample(T0 + 10)])
+    window.regime_start = T0 + 5
+    window.last_proposal_timestamp = T0 + 10
+    state = orjson.loads(window.to_bytes())
+    v2 = {k: v for k, v in state.items() if k not in {"regime", "proposed_at"}}
+    v2["v"] = 2
+    restored = ContainerWindow.from_bytes(orjson.dumps(v2))
+    assert restored.cpu == window.cpu
+    assert (restored.regime_start, restored.last_proposal_timestamp) == (None, None)
+    full = ContainerWindow.from_bytes(window.to_bytes())
+    assert (full.regime_start, full.last_proposal_timestamp) == (T0 + 5, T0 + 10)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from pipeline import processor as processor_module
+from pipeline.core import engine as engine_module
 from pipeline.core.profiles import Profile, get_profile
 from pipeline.core.sizing import recommend
 from pipeline.metrics import WorkerMetrics
@@ -42,7 +42,9 @@ PARTITION_B = 2
 T0 = 1_750_000_000.0
 NOW = T0 + 100_000.0
 MIB = 1024 * 1024
-PROFILE = get_profile("balanced").with_overrides(min_samples=3)
+PROFILE = get_profile("balanced").with_overrides(
+    min_samples=3, decrease_min_history_seconds=0.0, evaluation_interval_seconds=10.0
+)
 
 
 @dataclass
@@ -226,7 +228,9 @@ def test_a_replayed_batch_changes_nothing_and_is_counted() -> None:
     sets_twice = twice.processor.checkpoint()
     assert sets_twice == sets_once
     assert twice.store.data == once.store.data
-    assert sets_twice[0].recommendations[0].evidence.samples == 4
+    # The proposal was made when the third sample (min_samples) arrived; the fourth moved
+    # nothing enough to be proposed again.
+    assert sets_twice[0].recommendations[0].evidence.samples == PROFILE.min_samples
 
 
 def test_replay_alone_dirties_nothing() -> None:
@@ -260,7 +264,8 @@ def test_checkpoint_writes_each_dirty_key_once_and_emits_only_changed_sets() -> 
     assert set(sets) == {WORKLOAD_A, WORKLOAD_B}
     set_a = sets[WORKLOAD_A]
     assert [r.container for r in set_a.recommendations] == ["app", "sidecar"]
-    assert all(r.evidence.samples == 5 for r in set_a.recommendations)
+    # Proposed at min_samples; samples 4 and 5 change nothing worth a proposal.
+    assert all(r.evidence.samples == PROFILE.min_samples for r in set_a.recommendations)
     assert set_a.hash == recommendation_set_hash(r.hash for r in set_a.recommendations)
     assert harness.metric("daytwo_worker_recommendations_emitted_total") == 2
     assert harness.metric("daytwo_worker_checkpoints_total") == 3
@@ -295,12 +300,9 @@ def test_checkpoint_writes_each_dirty_key_once_and_emits_only_changed_sets() -> 
         app.recommended.cpu_request_cores > set_a.recommendations[0].recommended.cpu_request_cores
     )
     assert sidecar.hash == set_a.recommendations[1].hash
-    # Emitting a set records its hash in every member's state, so both are written
-    # (once each); B had nothing new and is not written.
-    assert sorted(harness.store.saves) == [
-        (f"{WORKLOAD_A}:app", PARTITION_A),
-        (f"{WORKLOAD_A}:sidecar", PARTITION_A),
-    ]
+    # Only the container that was fed is written (it recorded its proposal); the
+    # sidecar rides along in the set unchanged, and B had nothing new.
+    assert sorted(harness.store.saves) == [(f"{WORKLOAD_A}:app", PARTITION_A)]
 
     # Nothing new: a checkpoint writes nothing and emits nothing.
     harness.store.saves.clear()
@@ -449,7 +451,7 @@ def test_a_container_whose_sizing_fails_is_counted_and_the_others_still_checkpoi
             raise RuntimeError("sizing bug")
         return recommend(*args, **kwargs)
 
-    monkeypatch.setattr(processor_module, "recommend", failing_for_sidecar, raising=True)
+    monkeypatch.setattr(engine_module, "recommend", failing_for_sidecar, raising=True)
     harness = make_harness()
     feed(harness, steady_records(WORKLOAD_A, PARTITION_A, ["app", "sidecar"], 5))
 
@@ -460,5 +462,6 @@ def test_a_container_whose_sizing_fails_is_counted_and_the_others_still_checkpoi
         f"{WORKLOAD_A}:app",
         f"{WORKLOAD_A}:sidecar",
     ]
-    assert harness.metric("daytwo_worker_sizing_errors_total") == 1
+    # Counted per failed evaluation: each of the five samples opened an evaluation tick.
+    assert harness.metric("daytwo_worker_sizing_errors_total") == 5
     assert "sizing bug" in caplog.text

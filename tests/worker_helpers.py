@@ -31,6 +31,12 @@ PARTITIONS = 4
 Record = tuple[bytes | None, bytes | None]
 
 
+FAST_PROFILE_OVERRIDES = (
+    '{"evaluation_interval_seconds": 1, "decrease_min_history_seconds": 0, '
+    '"proposal_cooldown_seconds": 0}'
+)
+
+
 def worker_env(
     bootstrap: str, prefix: str, app_id: str, data_dir: Path, **extra: str
 ) -> dict[str, str]:
@@ -45,6 +51,9 @@ def worker_env(
         "DAYTWO_LOG_LEVEL": "INFO",
         # A restarted worker waits this long for its killed predecessor to leave.
         "DAYTWO_SESSION_TIMEOUT_SECONDS": "3",
+        # Tests run for seconds, not days: evaluate every second of data, allow decreases
+        # at once and propose without a cool-down (the hysteresis has its own tests).
+        "DAYTWO_PROFILE_OVERRIDES": FAST_PROFILE_OVERRIDES,
     }
     if is_embedded(bootstrap):
         env["DAYTWO_BROKER_IS_EMBEDDED"] = "1"

@@ -212,9 +212,15 @@ def jvm_margin_bytes(profile: Profile, heap_bytes: int, non_heap_bytes: int) -> 
 
 
 def jvm_memory_needed_bytes(profile: Profile, heap_bytes: int, non_heap: NonHeapEstimate) -> int:
-    """Smallest container memory limit for a JVM: heap + non-heap + margin, in whole MiB."""
+    """Smallest container memory limit for a JVM, in whole MiB: heap + non-heap + margin,
+    and at least heap / ``profile.jvm_heap_max_share_of_limit``."""
     total = non_heap.total_bytes
-    return round_up_memory(heap_bytes + total + jvm_margin_bytes(profile, heap_bytes, total))
+    return round_up_memory(
+        max(
+            heap_bytes + total + jvm_margin_bytes(profile, heap_bytes, total),
+            heap_bytes / profile.jvm_heap_max_share_of_limit,
+        )
+    )
 
 
 # -- the heap --------------------------------------------------------------------------

@@ -39,10 +39,12 @@ share, where the sample share reaches 1 at twice ``min_samples``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
+from pipeline.core.cost import DEFAULT_PRICES, Prices
 from pipeline.core.jvm import (
     NonHeapEstimate,
     check_ergonomics,
@@ -59,7 +61,6 @@ from pipeline.core.jvm import (
 )
 from pipeline.core.profiles import Profile
 from pipeline.core.quantity import (
-    GIB,
     MIB,
     format_cpu,
     format_memory,
@@ -70,7 +71,10 @@ from pipeline.core.window import ContainerWindow
 from schemas.hashing import recommendation_hash
 from schemas.models import Resources
 
+__all__ = ["DEFAULT_PRICES", "CurrentResources", "Prices", "recommend"]
+
 SCHEMA_VERSION: Final = 1
+T = TypeVar("T", int, float)
 TIMES: Final = "\N{MULTIPLICATION SIGN}"
 
 HIGH_RISK_MEMORY_DECREASE: Final = 0.5
@@ -107,35 +111,12 @@ class CurrentResources:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Prices:
-    """Unit prices for the cost delta; defaults are OpenCost's default on-demand prices.
-
-    Why configurable: clusters differ (spot, committed use, on-prem); pass your own.
-    """
-
-    cpu_core_hour_usd: float = 0.031611
-    memory_gib_hour_usd: float = 0.004237
-    hours_per_month: float = 730.0
-
-    def monthly_delta_usd(self, delta_cpu_cores: float, delta_memory_bytes: int) -> float:
-        """Monthly cost of adding (or, if negative, saving) this much CPU and memory."""
-        per_hour = (
-            delta_cpu_cores * self.cpu_core_hour_usd
-            + delta_memory_bytes / GIB * self.memory_gib_hour_usd
-        )
-        return per_hour * self.hours_per_month
-
-
-DEFAULT_PRICES: Final = Prices()
-
-
 def _oom_cooldown_until(window: ContainerWindow, profile: Profile, now: float) -> float | None:
     """When the cool-down after the last OOM kill ends, or None if none is running."""
     killed_at = window.last_oom_timestamp
-    if killed_at is None or now >= killed_at + profile.cooldown_seconds:
+    if killed_at is None or now >= killed_at + profile.oom_cooldown_seconds:
         return None
-    return killed_at + profile.cooldown_seconds
+    return killed_at + profile.oom_cooldown_seconds
 
 
 def recommend(
@@ -159,20 +140,45 @@ def recommend(
     ``JAVA_TOOL_OPTIONS`` value and ``evidence.jvm`` what the JVM rules rest on.
     """
     peak = window.memory_peak_bytes()
-    if window.sample_count < profile.min_samples or peak is None or window.cpu.is_empty:
+    if window.sample_count < profile.min_samples or window.cpu.is_empty:
         return None
-    rules: list[dict[str, str]] = []
     jvm = window.jvm
+    is_jvm = jvm is not None or current.jvm_max_heap_bytes is not None
+    if peak is None and not is_jvm:
+        return _recommend_cpu_only(
+            window,
+            profile,
+            workload=workload,
+            container=container,
+            current=current,
+            now=now,
+            prices=prices,
+        )
+    rules: list[dict[str, str]] = []
     gc_overhead_p95 = None if jvm is None else jvm.gc_overhead_percentile(0.95)
     cpu_request, cpu_limit = _size_cpu(window, profile, current, gc_overhead_p95, rules)
-    memory = _size_memory_from_peak(window, profile, peak, rules)
+    memory = (
+        round_up_memory(profile.memory_floor_bytes)
+        if peak is None
+        else _size_memory_from_peak(window, profile, peak, rules)
+    )
+    memory = _hold_decrease(
+        window,
+        profile,
+        "memory request",
+        memory,
+        current.memory_request_bytes,
+        format_memory,
+        rules,
+        round_up=round_up_memory,
+    )
+    peak_seen = peak if peak is not None else 0
     memory_in_force = (
         current.memory_limit_bytes
         if current.memory_limit_bytes is not None
         else window.memory_limit_bytes
     )
 
-    is_jvm = jvm is not None or current.jvm_max_heap_bytes is not None
     heap: int | None = current.jvm_max_heap_bytes
     heap_in_force: int | None = None
     jvm_options: dict[str, object] | None = None
@@ -187,7 +193,16 @@ def recommend(
             oom_cooldown_until=_oom_cooldown_until(window, profile, now),
         )
         rules.append(_rule(decision.rule_id, decision.text))
-        heap = decision.heap_bytes
+        heap = _hold_decrease(
+            window,
+            profile,
+            "JVM max heap",
+            decision.heap_bytes,
+            heap_in_force,
+            format_memory,
+            rules,
+            round_up=round_up_memory,
+        )
         non_heap = estimate_non_heap(jvm)
         memory = max(memory, jvm_memory_needed_bytes(profile, heap, non_heap))
     memory = _guard_memory_after_oom(
@@ -195,7 +210,7 @@ def recommend(
         profile=profile,
         current=current,
         memory_in_force=memory_in_force,
-        peak=peak,
+        peak=peak_seen,
         memory=memory,
         now=now,
         rules=rules,
@@ -265,6 +280,42 @@ def recommend(
             margin_bytes=margin,
         )
     rules.extend(jvm_rules_after_oom)
+    memory_limit = _memory_limit(profile, memory, rules)
+    recommended = CurrentResources(
+        cpu_request_cores=cpu_request,
+        cpu_limit_cores=cpu_limit,
+        memory_request_bytes=memory,
+        memory_limit_bytes=memory_limit,
+        jvm_max_heap_bytes=heap,
+    )
+    return _assemble(
+        window,
+        profile,
+        workload=workload,
+        container=container,
+        current=current,
+        recommended=recommended,
+        rules=rules,
+        now=now,
+        prices=prices,
+        peak=peak,
+        jvm_evidence_object=jvm_evidence_object,
+        jvm_options=jvm_options,
+    )
+
+
+def _memory_limit(profile: Profile, memory: int, rules: list[dict[str, str]]) -> int:
+    """The memory limit from the final memory value, by the profile's limit policy."""
+    if profile.memory_limit_policy == "ratio":
+        limit = round_up_memory(memory * profile.memory_limit_ratio)
+        rules.append(
+            _rule(
+                "memory-limit-ratio",
+                f"Memory limit = {profile.memory_limit_ratio:g} {TIMES} the request "
+                f"{format_memory(memory)} = {format_memory(limit)} (policy ratio).",
+            )
+        )
+        return limit
     rules.append(
         _rule(
             "memory-limit-equal-request",
@@ -272,21 +323,70 @@ def recommend(
             "so the container is not OOM-killed below what it was promised.",
         )
     )
+    return memory
 
-    recommended = CurrentResources(
-        cpu_request_cores=cpu_request,
-        cpu_limit_cores=cpu_limit,
-        memory_request_bytes=memory,
-        memory_limit_bytes=memory,
-        jvm_max_heap_bytes=heap,
+
+def _recommend_cpu_only(
+    window: ContainerWindow,
+    profile: Profile,
+    *,
+    workload: str,
+    container: str,
+    current: CurrentResources,
+    now: float,
+    prices: Prices,
+) -> dict[str, object]:
+    """A recommendation from CPU alone: memory stays as it is (no working set was seen)."""
+    rules: list[dict[str, str]] = []
+    cpu_request, cpu_limit = _size_cpu(window, profile, current, None, rules)
+    rules.append(
+        _rule(
+            "memory-no-data",
+            "Memory left as it is: no working-set sample was seen for this container.",
+        )
     )
+    recommended = dataclasses.replace(
+        current, cpu_request_cores=cpu_request, cpu_limit_cores=cpu_limit
+    )
+    return _assemble(
+        window,
+        profile,
+        workload=workload,
+        container=container,
+        current=current,
+        recommended=recommended,
+        rules=rules,
+        now=now,
+        prices=prices,
+        peak=None,
+        jvm_evidence_object=None,
+        jvm_options=None,
+    )
+
+
+def _assemble(
+    window: ContainerWindow,
+    profile: Profile,
+    *,
+    workload: str,
+    container: str,
+    current: CurrentResources,
+    recommended: CurrentResources,
+    rules: list[dict[str, str]],
+    now: float,
+    prices: Prices,
+    peak: int | None,
+    jvm_evidence_object: dict[str, object] | None,
+    jvm_options: dict[str, object] | None,
+) -> dict[str, object]:
+    jvm = window.jvm
     current_shown = current
-    if is_jvm and current.jvm_max_heap_bytes is None and jvm is not None:
+    if current.jvm_max_heap_bytes is None and jvm is not None:
         reported = jvm.max_heap_bytes if jvm.max_heap_bytes is not None else jvm.heap_max_bytes
         current_shown = dataclasses.replace(current, jvm_max_heap_bytes=reported)
     cost = prices.monthly_delta_usd(
-        cpu_request - (current.cpu_request_cores or 0.0),
-        memory - (current.memory_request_bytes or 0),
+        (recommended.cpu_request_cores or 0.0) - (current.cpu_request_cores or 0.0),
+        (recommended.memory_request_bytes or 0) - (current.memory_request_bytes or 0),
     )
     recommended_dict = recommended.to_dict()
     return {
@@ -344,24 +444,99 @@ def _size_cpu(
             )
         )
 
-    cpu_limit = current.cpu_limit_cores
-    if cpu_limit is None:
+    cpu_request = _hold_decrease(
+        window, profile, "CPU request", cpu_request, current.cpu_request_cores, format_cpu, rules
+    )
+    cpu_limit = _cpu_limit(profile, current.cpu_limit_cores, cpu_request, rules)
+    return _guard_cpu(window, profile, current, gc_overhead_p95, cpu_request, cpu_limit, rules)
+
+
+def decreases_allowed_from(window: ContainerWindow, profile: Profile) -> float | None:
+    """Trace time from which a value may go down: the profile's minimum history after the
+    window's first sample, or after the start of the regime a drift detector found.
+
+    None before the first sample.
+    """
+    if window.first_timestamp is None:
+        return None
+    start = window.first_timestamp
+    if window.regime_start is not None:
+        start = max(start, window.regime_start)
+    return start + profile.decrease_min_history_seconds
+
+
+def _hold_decrease(  # noqa: PLR0917  # private helper, one call per value
+    window: ContainerWindow,
+    profile: Profile,
+    what: str,
+    proposed: T,
+    in_force: T | None,
+    fmt: Callable[[T], str],
+    rules: list[dict[str, str]],
+    round_up: Callable[[T], T] | None = None,
+) -> T:
+    """No decrease below the value in force before the window covers the minimum history."""
+    allowed_from = decreases_allowed_from(window, profile)
+    last = window.last_timestamp
+    if in_force is None or allowed_from is None or last is None or last >= allowed_from:
+        return proposed
+    held = round_up(in_force) if round_up is not None else in_force
+    if proposed >= held:
+        return proposed
+    since = "the last detected drift" if window.regime_start is not None else "the first sample"
+    rules.append(
+        _rule(
+            "no-decrease-before-min-history",
+            f"{what[0].upper()}{what[1:]} kept at {fmt(held)} instead of {fmt(proposed)}: "
+            f"decreases need {_duration(profile.decrease_min_history_seconds)} of history "
+            f"since {since} (until {_iso(allowed_from)}).",
+        )
+    )
+    return held
+
+
+def _cpu_limit(
+    profile: Profile, in_force: float | None, cpu_request: float, rules: list[dict[str, str]]
+) -> float | None:
+    """The CPU limit by the profile's policy (keep / none / ratio)."""
+    if profile.cpu_limit_policy == "none":
+        if in_force is None:
+            rules.append(_rule("cpu-limit-none", "CPU limit stays unset (policy none)."))
+        else:
+            rules.append(
+                _rule(
+                    "cpu-limit-removed",
+                    f"CPU limit {format_cpu(in_force)} removed (policy none): a limit throttles "
+                    "bursts and saves nothing, since nodes reserve requests, not limits.",
+                )
+            )
+        return None
+    if profile.cpu_limit_policy == "ratio":
+        limit = round_up_cpu(cpu_request * profile.cpu_limit_ratio)
+        rules.append(
+            _rule(
+                "cpu-limit-ratio",
+                f"CPU limit = {profile.cpu_limit_ratio:g} {TIMES} the request "
+                f"{format_cpu(cpu_request)} = {format_cpu(limit)} (policy ratio).",
+            )
+        )
+        return limit
+    if in_force is None:
         rules.append(_rule("cpu-limit-none", "CPU limit stays unset (policy keep)."))
-    elif cpu_limit < cpu_request:
+        return None
+    if in_force < cpu_request:
         rules.append(
             _rule(
                 "cpu-limit-raised",
-                f"CPU limit raised from {format_cpu(cpu_limit)} to the new request "
+                f"CPU limit raised from {format_cpu(in_force)} to the new request "
                 f"{format_cpu(cpu_request)} (policy keep; a limit below the request is invalid).",
             )
         )
-        cpu_limit = cpu_request
-    else:
-        rules.append(
-            _rule("cpu-limit-keep", f"CPU limit kept at {format_cpu(cpu_limit)} (policy keep).")
-        )
-
-    return _guard_cpu(window, profile, current, gc_overhead_p95, cpu_request, cpu_limit, rules)
+        return cpu_request
+    rules.append(
+        _rule("cpu-limit-keep", f"CPU limit kept at {format_cpu(in_force)} (policy keep).")
+    )
+    return in_force
 
 
 def _guard_cpu(  # noqa: PLR0917  # private helper, called once, positionally
@@ -463,7 +638,7 @@ def _guard_memory_after_oom(
     killed_at = window.last_oom_timestamp
     if killed_at is None:
         return memory
-    cooldown_ends = killed_at + profile.cooldown_seconds
+    cooldown_ends = killed_at + profile.oom_cooldown_seconds
     in_history = now - killed_at < window.history_seconds
     in_cooldown = now < cooldown_ends
     if not (in_history or in_cooldown):
@@ -491,7 +666,7 @@ def _guard_memory_after_oom(
             memory = max(memory, round_up_memory(max(in_force)))
             sentence += (
                 f", and no decrease below the {format_memory(max(in_force))} in force until "
-                f"{_iso(cooldown_ends)} ({_duration(profile.cooldown_seconds)} cool-down)"
+                f"{_iso(cooldown_ends)} ({_duration(profile.oom_cooldown_seconds)} cool-down)"
             )
     if memory > before:
         sentence += f"; memory raised from {format_memory(before)} to {format_memory(memory)}"
@@ -537,7 +712,7 @@ def _jvm_limit_rule(
 
 
 def _evidence(
-    window: ContainerWindow, peak: int, jvm: dict[str, object] | None
+    window: ContainerWindow, peak: int | None, jvm: dict[str, object] | None
 ) -> dict[str, object]:
     throttled_p95 = window.cpu_throttled_ratio_percentile(0.95)
     return {

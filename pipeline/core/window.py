@@ -20,8 +20,8 @@ A :class:`ContainerWindow` never keeps raw samples. It keeps
 Replay is idempotent: a sample at or before the last applied timestamp changes nothing
 (container and JVM samples each against their own last timestamp). State is serialised
 explicitly (versioned orjson, never pickle) so a checkpoint written by one release is
-read, or rejected with a clear message, by the next: this release writes version 2 and
-reads versions 1 and 2.
+read, or rejected with a clear message, by the next: this release writes version 3 and
+reads versions 1 to 3.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from pipeline.core.histogram import DecayingHistogram
 from pipeline.core.profiles import Profile
 from pipeline.errors import DaytwoError, InvalidMessageError
 
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
 """Version written by :meth:`ContainerWindow.to_bytes`."""
 
-READABLE_STATE_VERSIONS: Final = (1, 2)
+READABLE_STATE_VERSIONS: Final = (1, 2, 3)
 """Versions :meth:`ContainerWindow.from_bytes` reads; version 1 predates JVM state,
-throttling percentiles and the OOM time, which start empty when it is read."""
+throttling percentiles and the OOM time, version 2 the regime start and the time of the
+last proposal; what a version lacks starts empty when it is read."""
 
 CPU_FIRST_BUCKET_CORES: Final = 0.001
 CPU_BUCKET_RATIO: Final = 1.05
@@ -93,7 +94,8 @@ class SampleInput:
     """One container sample as the window needs it, in base units (seconds, cores, bytes).
 
     Why a separate type from the wire model: the core stays free of pydantic and of
-    fields it does not use. ``None`` means the source did not report that signal.
+    fields it does not use. ``None`` means the source did not report that signal (a
+    CPU-only trace has no working set: memory is then left as it is).
     Invalid values raise :class:`~pipeline.errors.InvalidMessageError` (stage
     ``"window"``), which the worker turns into a dead-letter record.
     """
@@ -101,7 +103,7 @@ class SampleInput:
     timestamp: float
     interval_seconds: float
     cpu_usage_cores: float
-    memory_working_set_bytes: int
+    memory_working_set_bytes: int | None
     cpu_throttled_ratio: float | None = None
     oom_kills: int | None = None
     cpu_limit_cores: float | None = None
@@ -119,11 +121,12 @@ class SampleInput:
             "cpu_usage_cores must be ≥ 0",
             self.cpu_usage_cores,
         )
-        _require(
-            _whole(self.memory_working_set_bytes) and self.memory_working_set_bytes >= 0,
-            "memory_working_set_bytes must be an integer ≥ 0",
-            self.memory_working_set_bytes,
-        )
+        if self.memory_working_set_bytes is not None:
+            _require(
+                _whole(self.memory_working_set_bytes) and self.memory_working_set_bytes >= 0,
+                "memory_working_set_bytes must be an integer ≥ 0 or None",
+                self.memory_working_set_bytes,
+            )
         if self.cpu_throttled_ratio is not None:
             _require(
                 _finite(self.cpu_throttled_ratio) and 0 <= self.cpu_throttled_ratio <= 1,
@@ -555,6 +558,9 @@ class ContainerWindow:
     last_oom_timestamp: float | None = None
     oom_memory_limit_bytes: int | None = None
     jvm: JvmState | None = None
+    regime_start: float | None = None
+    last_proposal_timestamp: float | None = None
+    last_proposed: dict[str, float | None] | None = None
 
     def __post_init__(self) -> None:
         if self.throttling is None:
@@ -616,7 +622,8 @@ class ContainerWindow:
         if self.last_timestamp is not None and sample.timestamp <= self.last_timestamp:
             return False
         self.cpu.add(sample.cpu_usage_cores, sample.interval_seconds, sample.timestamp)
-        self._add_memory_peak(sample.timestamp, sample.memory_working_set_bytes)
+        if sample.memory_working_set_bytes is not None:
+            self._add_memory_peak(sample.timestamp, sample.memory_working_set_bytes)
         self.sample_count += 1
         self.covered_seconds += sample.interval_seconds
         if self.first_timestamp is None:
@@ -668,7 +675,7 @@ class ContainerWindow:
     # -- serialisation ---------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Versioned orjson encoding of the whole state (``{"v": 2, ...}``)."""
+        """Versioned orjson encoding of the whole state (``{"v": 3, ...}``)."""
         state: dict[str, object] = {
             "v": STATE_VERSION,
             "cpu": self.cpu.to_state(),
@@ -690,6 +697,9 @@ class ContainerWindow:
             "last_oom": self.last_oom_timestamp,
             "oom_limit": self.oom_memory_limit_bytes,
             "jvm": None if self.jvm is None else self.jvm.to_state(),
+            "regime": self.regime_start,
+            "proposed_at": self.last_proposal_timestamp,
+            "proposed": self.last_proposed,
         }
         return orjson.dumps(state)
 
@@ -725,7 +735,8 @@ class ContainerWindow:
                 raise TypeError("'peak_start' and 'peak_bytes' differ in length")
             cpu = DecayingHistogram.from_state(cpu_state)
             half_life = cpu.half_life_seconds
-            v2 = version == 2
+            v2 = version >= 2
+            v3 = version >= 3
             return cls(
                 cpu=cpu,
                 memory_peak_interval_seconds=_number(state["peak_interval"]),
@@ -752,6 +763,9 @@ class ContainerWindow:
                 jvm=None
                 if not v2 or state["jvm"] is None
                 else JvmState.from_state(state["jvm"], half_life),
+                regime_start=_optional_number(state["regime"]) if v3 else None,
+                last_proposal_timestamp=_optional_number(state["proposed_at"]) if v3 else None,
+                last_proposed=_resources_from(state["proposed"]) if v3 else None,
             )
         except KeyError as exc:
             raise WindowStateError(
@@ -854,6 +868,24 @@ def _merge_closest_peaks(peaks: list[tuple[float, int]]) -> None:
         key=lambda i: (peaks[i][1] - peaks[i + 1][1]) / max(peaks[i][1], 1),
     )
     peaks[best : best + 2] = [(peaks[best + 1][0], peaks[best][1])]
+
+
+RESOURCE_FIELDS: Final = (
+    "cpu_request_cores",
+    "cpu_limit_cores",
+    "memory_request_bytes",
+    "memory_limit_bytes",
+    "jvm_max_heap_bytes",
+)
+"""The resource values a proposal sets (the contract's ``resources`` object)."""
+
+
+def _resources_from(data: object) -> dict[str, float | None] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or set(data) != set(RESOURCE_FIELDS):
+        raise TypeError(f"'proposed' must be null or an object with {list(RESOURCE_FIELDS)}")
+    return {key: _optional_number(data[key]) for key in RESOURCE_FIELDS}
 
 
 def _require(ok: bool, message: str, value: object) -> None:

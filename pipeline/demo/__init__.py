@@ -270,6 +270,12 @@ def _start_live_workloads(
     )
 
 
+DEMO_PROFILE_OVERRIDES = (
+    '{"evaluation_interval_seconds": 1, "decrease_min_history_seconds": 0, '
+    '"proposal_cooldown_seconds": 0}'
+)
+
+
 def run_demo(workdir: Path, *, timeout: float = 170.0, force_replay: bool = False) -> int:
     """Run the demo; returns the process exit code (0 when a branch was produced)."""
     console = Console()
@@ -306,6 +312,9 @@ def run_demo(workdir: Path, *, timeout: float = 170.0, force_replay: bool = Fals
                 env
                 | {
                     "DAYTWO_MIN_SAMPLES": str(MIN_SAMPLES),
+                    # A demo lasts a minute, not days: evaluate every second of data, allow
+                    # decreases at once and propose without a cool-down.
+                    "DAYTWO_PROFILE_OVERRIDES": DEMO_PROFILE_OVERRIDES,
                     "DAYTWO_FLUSH_INTERVAL_SECONDS": "2",
                     "DAYTWO_SESSION_TIMEOUT_SECONDS": "3",
                     "DAYTWO_DATA_DIR": str(workdir / "worker-data"),

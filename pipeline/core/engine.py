@@ -1,0 +1,345 @@
+"""One container's recommender: its window, its profile, and the hysteresis between them.
+
+:class:`ContainerEngine` is what the stream worker, ``daytwo analyze`` and ``daytwo
+backtest`` share: samples go in (:meth:`ContainerEngine.apply`), and
+:meth:`ContainerEngine.evaluate` returns the current recommendation together with the
+decision whether it is worth proposing now (:func:`decide`). Proposals are what reach
+the recommendations topic and, through the sink, a pull request; a recommendation that
+is not proposed is still returned, for ``analyze`` and for the evidence.
+
+Hysteresis, from the profile (the values of ``balanced`` in brackets):
+
+- **Minimum change.** A value is worth proposing only if it moves by at least
+  ``min_change_relative`` [10%] of the value in force *and* by at least
+  ``min_change_cpu_cores`` [20m] or ``min_change_memory_bytes`` [32Mi]. Setting a value
+  that was unset, or removing a limit, always counts.
+- **Minimum saving.** A proposal that only lowers values must save at least
+  ``min_monthly_saving_usd`` [$0.50] a month per replica.
+- **Cool-down.** No proposal within ``proposal_cooldown_seconds`` [7 days] of the last
+  one, unless it raises a value that is at risk: memory after an OOM kill since the
+  last proposal or with the working-set peak at :data:`MEMORY_AT_RISK_SHARE` of the
+  limit in force or above; CPU while throttled or under GC pressure above the
+  profile's ceilings, or while the profile's CPU percentile (before headroom) is above
+  the request in force.
+- **Minimum history for decreases** is applied inside the sizing itself (rule
+  ``no-decrease-before-min-history``), so a recommendation never proposes a decrease
+  the profile would not allow yet.
+
+Time is trace time: ``now`` is the time of the data (the last sample's timestamp for a
+live stream), so a replay at any speed makes the same decisions as the live system.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from pipeline.core.profiles import Profile
+from pipeline.core.quantity import format_cpu, format_memory
+from pipeline.core.sizing import DEFAULT_PRICES, CurrentResources, Prices, recommend
+from pipeline.core.window import RESOURCE_FIELDS, ContainerWindow, JvmSampleInput, SampleInput
+
+MEMORY_AT_RISK_SHARE: Final = 0.9
+"""A working-set peak at this share of the memory limit in force or above puts memory at
+risk: an increase then bypasses the cool-down."""
+
+CPU_FIELDS: Final = ("cpu_request_cores", "cpu_limit_cores")
+MEMORY_FIELDS: Final = ("memory_request_bytes", "memory_limit_bytes", "jvm_max_heap_bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A container's recommendation and whether it is proposed now, with the reason.
+
+    ``recommendation`` is the contract's object (None without enough data); when
+    ``propose`` is True the caller publishes it and treats its ``recommended`` values
+    as in force from then on. ``reason`` is one sentence for logs and reports.
+    """
+
+    recommendation: dict[str, object] | None
+    propose: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """How one resource value moves between what is in force and the recommendation."""
+
+    field: str
+    before: float | None
+    after: float | None
+
+    @property
+    def is_increase(self) -> bool:
+        """More of the resource: a higher value, a value set, or a limit removed."""
+        if self.before is None:
+            return self.after is not None
+        if self.after is None:
+            return self.field.endswith("limit_cores") or self.field.endswith("limit_bytes")
+        return self.after > self.before
+
+    def describe(self) -> str:
+        """``cpu_request_cores 500m → 250m`` style text."""
+        fmt = format_cpu if self.field.startswith("cpu") else _format_bytes
+        before = "unset" if self.before is None else fmt(self.before)
+        after = "unset" if self.after is None else fmt(self.after)
+        return f"{self.field} {before} → {after}"
+
+
+def material_changes(
+    current: CurrentResources, recommended: Mapping[str, object], profile: Profile
+) -> list[Change]:
+    """The values that move enough to be worth a proposal under ``profile``."""
+    in_force = current.to_dict()
+    changes = []
+    for field in (*CPU_FIELDS, *MEMORY_FIELDS):
+        before = in_force[field]
+        after_value = recommended.get(field)
+        after = float(after_value) if isinstance(after_value, int | float) else None
+        if before is None and after is None:
+            continue
+        if before is None or after is None:
+            if field == "jvm_max_heap_bytes" and after is None:
+                continue  # no heap proposed: nothing to change
+            changes.append(Change(field, before, after))
+            continue
+        delta = abs(after - before)
+        minimum = (
+            profile.min_change_cpu_cores
+            if field.startswith("cpu")
+            else float(profile.min_change_memory_bytes)
+        )
+        if delta > 0 and delta >= profile.min_change_relative * before and delta >= minimum:
+            changes.append(Change(field, before, after))
+    return changes
+
+
+def risks(window: ContainerWindow, profile: Profile, current: CurrentResources) -> list[str]:
+    """What is at risk now, as ``("memory" | "cpu", reason)`` sentences, for the cool-down
+    bypass. Each entry starts with ``memory:`` or ``cpu:``."""
+    found = []
+    if window.last_oom_timestamp is not None and (
+        window.last_proposal_timestamp is None
+        or window.last_oom_timestamp > window.last_proposal_timestamp
+    ):
+        found.append("memory: an OOM kill since the last proposal")
+    limit = (
+        current.memory_limit_bytes
+        if current.memory_limit_bytes is not None
+        else window.memory_limit_bytes
+    )
+    peak = window.memory_peak_bytes()
+    if limit is not None and peak is not None and peak >= MEMORY_AT_RISK_SHARE * limit:
+        found.append(
+            f"memory: the working-set peak {format_memory(peak)} is at "
+            f"{peak / limit:.0%} of the {format_memory(limit)} limit"
+        )
+    throttled = window.cpu_throttled_ratio_percentile(0.95)
+    if throttled is not None and throttled > profile.cpu_throttling_ceiling:
+        found.append(f"cpu: throttled p95 {throttled:.1%} above the ceiling")
+    if window.jvm is not None:
+        gc = window.jvm.gc_overhead_percentile(0.95)
+        if gc is not None and gc > profile.gc_overhead_ceiling:
+            found.append(f"cpu: GC overhead p95 {gc:.1%} above the ceiling")
+    if current.cpu_request_cores is not None and not window.cpu.is_empty:
+        used = window.cpu.percentile(profile.cpu_percentile)
+        if used > current.cpu_request_cores * (1 + profile.min_change_relative):
+            found.append(
+                f"cpu: usage p{profile.cpu_percentile * 100:g} {used:.3f} cores is above the "
+                f"{format_cpu(current.cpu_request_cores)} request"
+            )
+    return found
+
+
+def decide(  # noqa: PLR0911  # a ladder of reasons, each its own return
+    recommendation: Mapping[str, object] | None,
+    *,
+    window: ContainerWindow,
+    profile: Profile,
+    current: CurrentResources,
+    now: float,
+) -> tuple[bool, str]:
+    """Whether ``recommendation`` is worth proposing now, and why (see the module docstring)."""
+    if recommendation is None:
+        return False, (
+            f"not enough data yet: {window.sample_count} of {profile.min_samples} samples"
+        )
+    if recommendation.get("hash") == window.last_emitted_hash:
+        return False, "unchanged since the last proposal"
+    recommended = recommendation.get("recommended")
+    if not isinstance(recommended, Mapping):
+        raise TypeError("recommendation lacks its 'recommended' resources")
+    changes = material_changes(current, recommended, profile)
+    if not changes:
+        return False, (
+            f"no value moves by {profile.min_change_relative:.0%} and the profile's minimum "
+            "absolute change"
+        )
+    described = ", ".join(change.describe() for change in changes)
+    increases = [c for c in changes if c.is_increase]
+    if not increases:
+        cost = recommendation.get("monthly_cost_delta_usd")
+        saving = -float(cost) if isinstance(cost, int | float) else math.inf
+        if saving < profile.min_monthly_saving_usd:
+            return False, (
+                f"saves ${saving:.2f} a month, under the profile's "
+                f"${profile.min_monthly_saving_usd:.2f}: {described}"
+            )
+    last = window.last_proposal_timestamp
+    cooldown_ends = None if last is None else last + profile.proposal_cooldown_seconds
+    if cooldown_ends is None or now >= cooldown_ends:
+        return True, f"proposed: {described}"
+    at_risk = risks(window, profile, current)
+    bypass = [
+        reason
+        for reason in at_risk
+        if any((c.field in MEMORY_FIELDS) == reason.startswith("memory:") for c in increases)
+    ]
+    if bypass:
+        return True, f"proposed within the cool-down to prevent risk ({'; '.join(bypass)}): " + (
+            described
+        )
+    return False, f"within the cool-down until {cooldown_ends:.0f}: {described}"
+
+
+class ContainerEngine:
+    """Window + profile + hysteresis for one container, with the clock passed in.
+
+    >>> from pipeline.core.profiles import BALANCED
+    >>> engine = ContainerEngine(BALANCED.with_overrides(min_samples=1),
+    ...                          workload="c/ns/Deployment/app", container="app")
+    >>> engine.apply(SampleInput(timestamp=0.0, interval_seconds=15.0, cpu_usage_cores=0.5,
+    ...                          memory_working_set_bytes=256 * 2**20))
+    True
+    >>> engine.evaluate(15.0, CurrentResources()).propose
+    True
+    """
+
+    __slots__ = (
+        "container",
+        "evaluate_on_ticks",
+        "failures",
+        "prices",
+        "profile",
+        "proposals",
+        "spec",
+        "window",
+        "workload",
+    )
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        workload: str,
+        container: str,
+        prices: Prices = DEFAULT_PRICES,
+        window: ContainerWindow | None = None,
+        evaluate_on_ticks: bool = False,
+    ) -> None:
+        self.profile = profile
+        self.workload = workload
+        self.container = container
+        self.prices = prices
+        self.window = window if window is not None else ContainerWindow.new(profile)
+        self.evaluate_on_ticks = evaluate_on_ticks
+        self.spec = CurrentResources()
+        """What the spec (or the cgroup) says is in force; the stream keeps it current."""
+        self.proposals: list[Decision] = []
+        """Proposals made on ticks since :meth:`take_proposals` last emptied the list."""
+        self.failures: list[Exception] = []
+        """Evaluations that raised (a bug, or a value the contract rejects), for the shell
+        to log and count; the sample is applied regardless."""
+
+    def apply(self, sample: SampleInput) -> bool:
+        """Fold a container sample in; False if it was already seen (idempotent replay).
+
+        With ``evaluate_on_ticks``, the first sample in each new interval of the profile's
+        ``evaluation_interval_seconds`` (trace time) is followed by an evaluation as of
+        that sample against :attr:`spec`; proposals collect in :attr:`proposals`. Which
+        samples trigger it depends on the data alone, so a worker that restarts from a
+        checkpoint and is fed the same records proposes exactly what an uninterrupted
+        one did, whenever either of them checkpointed.
+        """
+        last = self.window.last_timestamp
+        if not self.window.apply(sample):
+            return False
+        if self.evaluate_on_ticks:
+            tick = self.profile.evaluation_interval_seconds
+            if last is None or math.floor(sample.timestamp / tick) > math.floor(last / tick):
+                try:
+                    decision = self.evaluate(sample.timestamp, self.spec)
+                except Exception as exc:  # handed to the shell; the sample is kept
+                    self.failures.append(exc)
+                else:
+                    if decision.propose:
+                        self.proposals.append(decision)
+        return True
+
+    def take_proposals(self) -> list[Decision]:
+        """The proposals made since the last call (oldest first), emptying the list."""
+        taken, self.proposals = self.proposals, []
+        return taken
+
+    def apply_jvm(self, sample: JvmSampleInput) -> bool:
+        """Fold a JVM sample in; False if it was already seen."""
+        return self.window.apply_jvm(sample)
+
+    def in_force(self, current: CurrentResources) -> CurrentResources:
+        """What is in force: ``current`` when anything of it is known, else the last
+        proposal (as after a merged pull request), else nothing."""
+        proposed = self.window.last_proposed
+        if any(value is not None for value in current.to_dict().values()) or proposed is None:
+            return current
+        return CurrentResources(
+            cpu_request_cores=proposed["cpu_request_cores"],
+            cpu_limit_cores=proposed["cpu_limit_cores"],
+            memory_request_bytes=_optional_int(proposed["memory_request_bytes"]),
+            memory_limit_bytes=_optional_int(proposed["memory_limit_bytes"]),
+            jvm_max_heap_bytes=_optional_int(proposed["jvm_max_heap_bytes"]),
+        )
+
+    def evaluate(self, now: float, current: CurrentResources) -> Decision:
+        """The recommendation as of ``now`` (trace time) and whether to propose it.
+
+        ``current`` is what the spec or the cgroup says is in force; when it says nothing,
+        the last proposal counts as in force (:meth:`in_force`).
+
+        A proposal is recorded in the window (time and hash), so the next call measures
+        the cool-down from it and a restarted worker remembers it.
+        """
+        current = self.in_force(current)
+        recommendation = recommend(
+            self.window,
+            self.profile,
+            workload=self.workload,
+            container=self.container,
+            current=current,
+            now=now,
+            prices=self.prices,
+        )
+        propose, reason = decide(
+            recommendation, window=self.window, profile=self.profile, current=current, now=now
+        )
+        if propose and recommendation is not None:
+            hash_value = recommendation["hash"]
+            assert isinstance(hash_value, str)
+            recommended = recommendation["recommended"]
+            assert isinstance(recommended, dict)
+            self.window.last_proposal_timestamp = now
+            self.window.last_emitted_hash = hash_value
+            self.window.last_proposed = {
+                key: None if recommended.get(key) is None else float(recommended[key])
+                for key in RESOURCE_FIELDS
+            }
+        return Decision(recommendation, propose, reason)
+
+
+def _format_bytes(value: float) -> str:
+    return format_memory(int(value))
+
+
+def _optional_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
