@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest venv clean
+.PHONY: demo test lint typecheck pytest venv tools clean
+
+# npm tools the tests use: the Compose schema (deploy/tools), and GitHub's OpenAPI
+# description served by Prism for the forge contract tests (tests/contract).
+NPM_TOOLS := deploy/tools/node_modules/.installed tests/contract/node_modules/.installed
 
 $(BIN)/daytwo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +18,12 @@ $(BIN)/daytwo: pyproject.toml constraints.txt
 	@touch $@
 
 venv: $(BIN)/daytwo
+
+%/node_modules/.installed: %/package.json %/package-lock.json
+	npm ci --prefix $* --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+tools: $(NPM_TOOLS)
 
 demo: venv
 	$(BIN)/daytwo demo
@@ -25,10 +35,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+pytest: venv tools
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .daytwo-demo
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .daytwo-demo tests/contract/node_modules deploy/tools/node_modules
