@@ -17,9 +17,11 @@ import polars as pl
 
 from pipeline.errors import CollectorError
 
-#: The trace format makes memory optional, but container samples still require a
-#: working set (a CPU-only sample stream is a later extension), so replay needs it.
-REQUIRED_COLUMNS = ("timestamp", "workload", "container", "cpu_cores", "memory_bytes")
+#: The trace format's required columns; ``daytwo analyze`` and ``backtest`` need no more.
+REQUIRED_COLUMNS = ("timestamp", "workload", "container", "cpu_cores")
+#: Container samples on the wire still require a working set (a CPU-only sample stream
+#: is a later extension), so the replay agent also needs these.
+REPLAY_REQUIRED_COLUMNS = (*REQUIRED_COLUMNS, "memory_bytes")
 #: trace column -> container-sample field
 OPTIONAL_COLUMNS = {
     "cpu_throttled_ratio": "cpu_throttled_ratio",
@@ -64,7 +66,29 @@ def read_trace(path: Path) -> pl.DataFrame:
 def trace_batches(
     frame: pl.DataFrame, *, source: str = "replay", agent: str = "replay"
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (workload id, container-sample-batch dict) in trace-time order."""
+    """Yield (workload id, container-sample-batch dict) in trace-time order.
+
+    Raises :class:`CollectorError` when the trace has no ``memory_bytes`` column or a row
+    without a value in it: container samples on the wire carry a working set, so a
+    CPU-only trace can be analysed and backtested but not replayed.
+    """
+    missing = [c for c in REPLAY_REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        msg = (
+            f"the replay agent needs trace column(s) {', '.join(missing)} (container samples "
+            "carry a memory working set); a CPU-only trace works with `daytwo analyze` and "
+            "`daytwo backtest`"
+        )
+        raise CollectorError(msg)
+    nulls = frame.filter(pl.col("memory_bytes").is_null())
+    if nulls.height:
+        first = nulls.row(0, named=True)
+        msg = (
+            f"the replay agent needs memory_bytes on every row; {nulls.height} row(s) lack it, "
+            f"the first at timestamp {first['timestamp']} for {first['workload']}:"
+            f"{first['container']}"
+        )
+        raise CollectorError(msg)
     present = {c: f for c, f in OPTIONAL_COLUMNS.items() if c in frame.columns}
     for (timestamp, workload), group in frame.group_by(
         "timestamp", "workload", maintain_order=True

@@ -1,4 +1,4 @@
-"""The ``daytwo`` command: broker, topics, agent, worker, sink, demo.
+"""The ``daytwo`` command: broker, topics, agent, worker, sink, analyze, backtest, demo.
 
 Each sub-command builds one :class:`~pipeline.settings.Settings` from its flags, the
 ``DAYTWO_*`` environment and the optional YAML file, then calls a thin runner. Flag
@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from prometheus_client import CollectorRegistry
@@ -209,6 +209,99 @@ def sink(
         run_sink_process(settings, CollectorRegistry())
     except DaytwoError as exc:
         raise _fail(exc) from exc
+
+
+TraceOpt = Annotated[
+    Path,
+    typer.Option(
+        "--trace",
+        exists=True,
+        dir_okay=False,
+        help="Trace file (CSV or Parquet; columns in docs/architecture.md).",
+    ),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option("--profile", help="Profile to size with (built in or from --profiles-file)."),
+]
+ProfilesFileOpt = Annotated[
+    Path | None, typer.Option("--profiles-file", help=_help("profiles_file"))
+]
+
+
+def _batch_profile(settings: Settings, name: str | None) -> Any:
+    from pipeline.profiles_file import load_catalog  # noqa: PLC0415  # batch-only import
+
+    catalog = load_catalog(settings.profiles_file, default_profile=settings.profile)
+    return catalog.get(name or catalog.default_profile)
+
+
+@app.command()
+def analyze(
+    trace: TraceOpt,
+    profile: ProfileOpt = None,
+    output: Annotated[
+        Literal["table", "json", "yaml", "csv"],
+        typer.Option("--format", help="Output format."),
+    ] = "table",
+    profiles_file: ProfilesFileOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print recommendations for every container in a trace file (no broker needed)."""
+    from pipeline.batch import analyze as run_analyze  # noqa: PLC0415  # keeps startup light
+
+    settings = _settings(config=config, profiles_file=profiles_file)
+    try:
+        typer.echo(run_analyze(trace, _batch_profile(settings, profile), output))
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def backtest(
+    trace: TraceOpt,
+    profile: ProfileOpt = None,
+    output: Annotated[
+        Literal["json", "table"],
+        typer.Option("--format", help="Output format."),
+    ] = "json",
+    profiles_file: ProfilesFileOpt = None,
+    nab_vcpus: Annotated[
+        float | None,
+        typer.Option(
+            "--nab-vcpus",
+            help="The file is a Numenta Anomaly Benchmark series (timestamp,value in CPU "
+            "percent) of an instance with this many vCPUs.",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Replay a trace as a live system would and score daytwo against the vpa and krr
+    baselines: mean request, under-provisioned share, simulated OOM kills, proposals."""
+    import orjson  # noqa: PLC0415  # batch-only import
+
+    from pipeline.batch import backtest as run_backtest  # noqa: PLC0415  # keeps startup light
+
+    settings = _settings(config=config, profiles_file=profiles_file)
+    try:
+        report = run_backtest(trace, _batch_profile(settings, profile), nab_vcpus=nab_vcpus)
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+    if output == "json":
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"backtest {report['trace']} ({report['profile']})")
+    results = cast(dict[str, dict[str, float | None]], report["results"])
+    metrics = list(next(iter(results.values())))
+    table.add_column("recommender")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for name, values in results.items():
+        table.add_row(name, *("—" if values[m] is None else f"{values[m]:.6g}" for m in metrics))
+    Console().print(table)
 
 
 @app.command()

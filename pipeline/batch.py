@@ -1,0 +1,380 @@
+"""Batch commands on the stream's core: ``daytwo analyze`` and ``daytwo backtest``.
+
+This is the I/O shell around :mod:`pipeline.core.engine` and :mod:`pipeline.core.backtest`:
+it reads a trace file (CSV or Parquet, the format of docs/architecture.md, through
+:func:`agents.replay.read_trace`), turns each container's rows into
+:class:`~pipeline.core.window.SampleInput` series, runs the pure core, and renders the
+result. The same engine that serves the stream answers here, so a trace analysed in
+batch gets the recommendation the live worker would publish for it.
+
+Trace rows map to samples as the replay agent maps them to wire samples: ``cpu_cores``,
+``memory_bytes`` (optional: CPU-only traces such as the NAB series give CPU-only
+recommendations and null memory metrics), ``cpu_throttled_ratio``, ``oom_kills``,
+``cpu_limit_cores`` and ``memory_limit_bytes``. The spec columns (``cpu_request_cores``,
+``cpu_limit_cores``, ``memory_request_bytes``, ``memory_limit_bytes``) give what is in
+force: for ``analyze`` the container's last row, for ``backtest`` its first row (until
+the first proposal replaces it). The JVM columns are not read yet.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import orjson
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+from ruamel.yaml import YAML
+
+from agents.replay import read_trace
+from pipeline.core.backtest import (
+    BacktestMetrics,
+    ContainerSeries,
+    EngineRecommender,
+    Recommender,
+    run_backtest,
+)
+from pipeline.core.baselines import KrrRecommender, VpaRecommender
+from pipeline.core.engine import ContainerEngine, Decision
+from pipeline.core.profiles import Profile
+from pipeline.core.quantity import format_cpu, format_memory
+from pipeline.core.sizing import DEFAULT_PRICES, CurrentResources, Prices
+from pipeline.core.window import SampleInput
+from pipeline.errors import CollectorError, InvalidMessageError
+
+OutputFormat = Literal["table", "json", "yaml", "csv"]
+OUTPUT_FORMATS: Final[tuple[str, ...]] = ("table", "json", "yaml", "csv")
+
+RESOURCE_FIELDS: Final = (
+    "cpu_request_cores",
+    "cpu_limit_cores",
+    "memory_request_bytes",
+    "memory_limit_bytes",
+    "jvm_max_heap_bytes",
+)
+
+NAB_VCPUS: Final = 2.0
+"""The NAB AWS CloudWatch series are CPU % of instances read here as 2 vCPUs."""
+
+
+# -- traces ------------------------------------------------------------------------------
+
+
+def load_trace(path: Path) -> pl.DataFrame:
+    """Read a trace file (see :func:`agents.replay.read_trace`); CollectorError if unreadable."""
+    return read_trace(path)
+
+
+def nab_trace(
+    path: Path,
+    *,
+    vcpus: float = NAB_VCPUS,
+    workload: str | None = None,
+    container: str = "main",
+) -> pl.DataFrame:
+    """A Numenta Anomaly Benchmark CPU series (``timestamp,value``) in the trace shape.
+
+    Why: the NAB ``*_cpu_utilization_*`` series are real, public, multi-week CPU traces;
+    ``value`` is CPU % of the instance, so usage = value / 100 x ``vcpus`` cores. The
+    workload id defaults to ``nab/nab/Process/<file stem>``. Timestamps (``YYYY-MM-DD
+    HH:MM:SS``, UTC) become epoch seconds. The result has the trace columns
+    ``timestamp, workload, container, cpu_cores`` and can be written with
+    ``frame.write_csv`` and read back by :func:`load_trace`.
+    """
+    try:
+        raw = pl.read_csv(path, schema_overrides={"timestamp": pl.String, "value": pl.Float64})
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"cannot read NAB series {path}: {exc}"
+        raise CollectorError(msg) from exc
+    if raw.columns[:2] != ["timestamp", "value"]:
+        msg = f"NAB series {path} must have the columns timestamp,value; got {raw.columns}"
+        raise CollectorError(msg)
+    name = workload if workload is not None else f"nab/nab/Process/{path.stem}"
+    return raw.select(
+        (
+            pl.col("timestamp")
+            .str.to_datetime("%Y-%m-%d %H:%M:%S", time_zone="UTC")
+            .dt.epoch("s")
+            .cast(pl.Float64)
+        ).alias("timestamp"),
+        pl.lit(name).alias("workload"),
+        pl.lit(container).alias("container"),
+        (pl.col("value") / 100.0 * vcpus).alias("cpu_cores"),
+    )
+
+
+def trace_series(
+    frame: pl.DataFrame, *, spec_row: Literal["first", "last"] = "first"
+) -> list[ContainerSeries]:
+    """One :class:`ContainerSeries` per (workload, container) of a loaded trace, in time order.
+
+    ``spec_row`` chooses which row's spec columns are the resources in force: the first
+    (a backtest starts from it) or the last (``analyze`` reports against it). Invalid
+    values raise :class:`CollectorError` naming the row.
+    """
+    columns = set(frame.columns)
+    series: list[ContainerSeries] = []
+    for (workload, container), group in frame.sort("timestamp").group_by(
+        "workload", "container", maintain_order=True
+    ):
+        rows = list(group.iter_rows(named=True))
+        samples = [_sample(row, columns) for row in rows]
+        spec = _spec(rows[0] if spec_row == "first" else rows[-1], columns)
+        series.append(ContainerSeries(str(workload), str(container), samples, spec))
+    return series
+
+
+def _optional(row: dict[str, object], columns: set[str], name: str) -> object:
+    return row[name] if name in columns else None
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _whole(value: object) -> int | None:
+    number = _number(value)
+    return None if number is None else round(number)
+
+
+def _sample(row: dict[str, object], columns: set[str]) -> SampleInput:
+    def number(name: str) -> float | None:
+        return _number(_optional(row, columns, name))
+
+    def whole(name: str) -> int | None:
+        return _whole(_optional(row, columns, name))
+
+    try:
+        cpu = number("cpu_cores")
+        timestamp = number("timestamp")
+        if cpu is None or timestamp is None:
+            raise TypeError("timestamp and cpu_cores are required")
+        interval = number("interval_seconds")
+        return SampleInput(
+            timestamp=timestamp,
+            interval_seconds=1.0 if interval is None else interval,
+            cpu_usage_cores=cpu,
+            memory_working_set_bytes=whole("memory_bytes"),
+            cpu_throttled_ratio=number("cpu_throttled_ratio"),
+            oom_kills=whole("oom_kills"),
+            cpu_limit_cores=number("cpu_limit_cores"),
+            memory_limit_bytes=whole("memory_limit_bytes"),
+        )
+    except (InvalidMessageError, TypeError) as exc:
+        msg = (
+            f"trace row at timestamp {row.get('timestamp')} for {row.get('workload')}:"
+            f"{row.get('container')} is invalid: {exc}"
+        )
+        raise CollectorError(msg) from exc
+
+
+def _spec(row: dict[str, object], columns: set[str]) -> CurrentResources:
+    try:
+        return CurrentResources(
+            cpu_request_cores=_number(_optional(row, columns, "cpu_request_cores")),
+            cpu_limit_cores=_number(_optional(row, columns, "cpu_limit_cores")),
+            memory_request_bytes=_whole(_optional(row, columns, "memory_request_bytes")),
+            memory_limit_bytes=_whole(_optional(row, columns, "memory_limit_bytes")),
+        )
+    except TypeError as exc:
+        msg = (
+            f"trace row at timestamp {row.get('timestamp')} for {row.get('workload')}:"
+            f"{row.get('container')} has an invalid spec: {exc}"
+        )
+        raise CollectorError(msg) from exc
+
+
+# -- analyze -----------------------------------------------------------------------------
+
+
+def analyze_series(
+    series: Sequence[ContainerSeries], profile: Profile, *, prices: Prices = DEFAULT_PRICES
+) -> list[tuple[ContainerSeries, Decision]]:
+    """Each container's decision at its last sample, from all its samples in time order.
+
+    Why a function of its own: the CLI renders it, tests and bench/ inspect the decisions
+    (``propose`` and ``reason``) that the rendered outputs leave out.
+    """
+    decisions = []
+    for one in series:
+        if not one.samples:
+            continue
+        engine = ContainerEngine(
+            profile, workload=one.workload, container=one.container, prices=prices
+        )
+        for sample in one.samples:
+            engine.apply(sample)
+        decisions.append((one, engine.evaluate(one.samples[-1].timestamp, one.initial)))
+    return decisions
+
+
+def analyze(path: Path, profile: Profile, fmt: OutputFormat = "table") -> str:
+    """``daytwo analyze``: the recommendation for every container of a trace, rendered.
+
+    ``json`` is the list of recommendation objects (the contract of
+    schemas/recommendation.v1.schema.json); ``yaml`` the same list; ``csv`` one row per
+    container with the current and recommended values flattened; ``table`` a terminal
+    table that also says whether each would be proposed and why. Containers with too
+    little data for a recommendation are left out of json/yaml/csv and listed in the table.
+    """
+    if fmt not in OUTPUT_FORMATS:
+        msg = f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}"
+        raise ValueError(msg)
+    decisions = analyze_series(trace_series(load_trace(path), spec_row="last"), profile)
+    recommendations = [d.recommendation for _, d in decisions if d.recommendation is not None]
+    if fmt == "json":
+        return orjson.dumps(recommendations, option=orjson.OPT_INDENT_2).decode() + "\n"
+    if fmt == "yaml":
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        stream = io.StringIO()
+        yaml.dump(recommendations, stream)
+        return stream.getvalue()
+    if fmt == "csv":
+        return _csv(recommendations)
+    return _table(decisions, profile)
+
+
+def _csv(recommendations: list[dict[str, object]]) -> str:
+    schema: dict[str, type[pl.DataType]] = {
+        "workload": pl.String,
+        "container": pl.String,
+        "profile": pl.String,
+    }
+    for side in ("current", "recommended"):
+        for name in RESOURCE_FIELDS:
+            schema[f"{side}_{name}"] = pl.Int64 if name.endswith("_bytes") else pl.Float64
+    schema |= {
+        "monthly_cost_delta_usd": pl.Float64,
+        "confidence": pl.Float64,
+        "risk": pl.String,
+        "rules": pl.String,
+        "hash": pl.String,
+    }
+    rows = [_csv_row(r) for r in recommendations]
+    return pl.DataFrame(rows, schema=schema, orient="row").write_csv()
+
+
+def _csv_row(recommendation: dict[str, object]) -> list[object]:
+    row: list[object] = [
+        recommendation["workload"],
+        recommendation["container"],
+        recommendation["profile"],
+    ]
+    for side in ("current", "recommended"):
+        resources = recommendation[side]
+        assert isinstance(resources, dict)
+        row.extend(_csv_value(name, resources.get(name)) for name in RESOURCE_FIELDS)
+    rules = recommendation["rules"]
+    assert isinstance(rules, list)
+    row.extend(
+        [
+            recommendation["monthly_cost_delta_usd"],
+            recommendation["confidence"],
+            recommendation["risk"],
+            " ".join(str(rule["id"]) for rule in rules),
+            recommendation["hash"],
+        ]
+    )
+    return row
+
+
+def _csv_value(name: str, value: object) -> float | int | None:
+    number = _number(value)
+    if number is None:
+        return None
+    return round(number) if name.endswith("_bytes") else number
+
+
+def _table(decisions: list[tuple[ContainerSeries, Decision]], profile: Profile) -> str:
+    table = Table(title=f"daytwo recommendations (profile {profile.name})")
+    for header in ("container", "CPU request", "memory limit", "$/month", "risk", "decision"):
+        table.add_column(header)
+    for one, decision in decisions:
+        key = f"{one.workload}:{one.container}"
+        recommendation = decision.recommendation
+        if recommendation is None:
+            table.add_row(key, "", "", "", "", decision.reason)
+            continue
+        current, recommended = recommendation["current"], recommendation["recommended"]
+        assert isinstance(current, dict)
+        assert isinstance(recommended, dict)
+        table.add_row(
+            key,
+            _arrow(current.get("cpu_request_cores"), recommended.get("cpu_request_cores"), True),
+            _arrow(current.get("memory_limit_bytes"), recommended.get("memory_limit_bytes"), False),
+            f"{recommendation['monthly_cost_delta_usd']:+.2f}",
+            str(recommendation["risk"]),
+            decision.reason,
+        )
+    console = Console(file=io.StringIO(), width=160, color_system=None, force_terminal=False)
+    console.print(table)
+    output = console.file
+    assert isinstance(output, io.StringIO)
+    return output.getvalue()
+
+
+def _arrow(before: object, after: object, cpu: bool) -> str:
+    def text(value: object) -> str:
+        if not isinstance(value, int | float):
+            return "unset"
+        return format_cpu(float(value)) if cpu else format_memory(int(value))
+
+    return f"{text(before)} → {text(after)}"
+
+
+# -- backtest ----------------------------------------------------------------------------
+
+
+def backtest_series(
+    series: Sequence[ContainerSeries], profile: Profile, *, prices: Prices = DEFAULT_PRICES
+) -> dict[str, BacktestMetrics]:
+    """daytwo (``profile``), ``vpa`` and ``krr`` replayed over the same series, scored.
+
+    Why the full metrics: the JSON output keeps DESIGN's five fields; tests and bench/
+    also need the scored sample count and the proposals per simulated week.
+    """
+
+    def daytwo(workload: str, container: str) -> Recommender:
+        return EngineRecommender(
+            ContainerEngine(profile, workload=workload, container=container, prices=prices)
+        )
+
+    def vpa(workload: str, container: str) -> Recommender:
+        del workload, container
+        return VpaRecommender()
+
+    def krr(workload: str, container: str) -> Recommender:
+        del workload, container
+        return KrrRecommender()
+
+    return {
+        "daytwo": run_backtest(series, daytwo),
+        "vpa": run_backtest(series, vpa),
+        "krr": run_backtest(series, krr),
+    }
+
+
+def backtest(path: Path, profile: Profile, *, nab_vcpus: float | None = None) -> dict[str, object]:
+    """``daytwo backtest --format json``: ``{"trace", "profile", "results": {name: M}}``.
+
+    Each ``M`` has exactly ``mean_cpu_request_cores``, ``cpu_under_provisioned_share``,
+    ``mean_memory_limit_bytes``, ``simulated_oom_kills`` and ``proposals`` (see
+    :mod:`pipeline.core.backtest` for their exact definitions). With ``nab_vcpus`` the
+    file is a Numenta Anomaly Benchmark series (``timestamp,value`` in CPU percent of
+    an instance with that many vCPUs) instead of a trace.
+    """
+    frame = load_trace(path) if nab_vcpus is None else nab_trace(path, vcpus=nab_vcpus)
+    results = backtest_series(trace_series(frame), profile)
+    return {
+        "trace": str(path),
+        "profile": profile.name,
+        "results": {name: metrics.to_json() for name, metrics in results.items()},
+    }
