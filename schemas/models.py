@@ -284,6 +284,37 @@ class JvmNonHeap(Contract):
     defaults: Annotated[tuple[NonHeapPart, ...], Field(max_length=5)]
 
 
+class DriftEvidence(Contract):
+    """A drift event the River detectors found (drift-evidence)."""
+
+    signal: Literal["cpu", "memory", "gc_overhead", "throttling"]
+    detector: Literal["adwin", "page-hinkley"]
+    detected_at: Timestamp
+    regime_start: Timestamp
+    direction: Literal["up", "down"]
+    level_before: Annotated[float, Field(ge=0, le=MAX_SAFE_INTEGER)]
+    level_after: Annotated[float, Field(ge=0, le=MAX_SAFE_INTEGER)]
+
+
+class LeakEvidence(Contract):
+    """A suspected memory leak: a steady climb that fits a straight line (leak-evidence)."""
+
+    since: Timestamp
+    slope_per_hour: Annotated[float, Field(ge=0, le=MAX_SAFE_INTEGER)]
+    r2: Ratio
+    growth_share: Annotated[float, Field(ge=0, le=1000)]
+
+
+class CostEvidence(Contract):
+    """How the monthly cost delta was computed (cost-evidence)."""
+
+    cpu_core_hour_usd: Annotated[float, Field(ge=0, le=1000)]
+    memory_gib_hour_usd: Annotated[float, Field(ge=0, le=1000)]
+    replicas: Annotated[int, Field(ge=1, le=100_000)]
+    monthly_per_replica_usd: Annotated[float, Field(ge=-1e9, le=1e9)]
+    node_pool: Annotated[str, StringConstraints(max_length=253)] | None = None
+
+
 class JvmEvidence(Contract):
     """What the JVM correlation rules rest on (jvm-evidence); None where unknown."""
 
@@ -319,6 +350,9 @@ class Evidence(Contract):
     cpu_throttled_ratio_p95: Ratio | None = None
     last_oom_timestamp: Timestamp | None = None
     jvm: JvmEvidence | None = None
+    drift: Annotated[tuple[DriftEvidence, ...], Field(max_length=4)] | None = None
+    leak: LeakEvidence | None = None
+    cost: CostEvidence | None = None
 
 
 class JvmOptions(Contract):

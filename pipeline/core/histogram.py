@@ -174,6 +174,19 @@ class DecayingHistogram:
         index = self.bucket_index(max(value, 0.0))
         self._weights[index] = self._weights.get(index, 0.0) + decayed
 
+    def scale(self, factor: float) -> None:
+        """Multiply every weight by ``factor`` in (0, 1]: what is in the histogram now
+        counts that much less against what comes next (used when a drift detector says
+        the old regime is over)."""
+        if not (math.isfinite(factor) and 0 < factor <= 1):
+            raise ValueError(f"scale factor must be within (0, 1], got {factor!r}")
+        heaviest = max(self._weights.values(), default=0.0) * factor
+        self._weights = {
+            index: weight * factor
+            for index, weight in self._weights.items()
+            if weight * factor > heaviest * _PRUNE_RELATIVE_WEIGHT
+        }
+
     def percentile(self, p: float) -> float:
         """Upper boundary of the bucket holding the weighted ``p``-quantile (``0 ≤ p ≤ 1``).
 

@@ -128,6 +128,8 @@ def recommend(
     current: CurrentResources,
     now: float,
     prices: Prices = DEFAULT_PRICES,
+    replicas: int = 1,
+    node_pool: str | None = None,
 ) -> dict[str, object] | None:
     """The ``recommendation`` object for one container, or None without enough data.
 
@@ -153,6 +155,8 @@ def recommend(
             current=current,
             now=now,
             prices=prices,
+            replicas=replicas,
+            node_pool=node_pool,
         )
     rules: list[dict[str, str]] = []
     gc_overhead_p95 = None if jvm is None else jvm.gc_overhead_percentile(0.95)
@@ -215,6 +219,7 @@ def recommend(
         now=now,
         rules=rules,
     )
+    memory = _hold_memory_on_leak(window, memory_in_force, memory, rules)
     if is_jvm:
         assert heap is not None
         sizing = heap_sizing_in_use(jvm, current.jvm_max_heap_bytes is not None)
@@ -298,6 +303,8 @@ def recommend(
         rules=rules,
         now=now,
         prices=prices,
+        replicas=replicas,
+        node_pool=node_pool,
         peak=peak,
         jvm_evidence_object=jvm_evidence_object,
         jvm_options=jvm_options,
@@ -335,6 +342,8 @@ def _recommend_cpu_only(
     current: CurrentResources,
     now: float,
     prices: Prices,
+    replicas: int = 1,
+    node_pool: str | None = None,
 ) -> dict[str, object]:
     """A recommendation from CPU alone: memory stays as it is (no working set was seen)."""
     rules: list[dict[str, str]] = []
@@ -358,6 +367,8 @@ def _recommend_cpu_only(
         rules=rules,
         now=now,
         prices=prices,
+        replicas=replicas,
+        node_pool=node_pool,
         peak=None,
         jvm_evidence_object=None,
         jvm_options=None,
@@ -375,6 +386,8 @@ def _assemble(
     rules: list[dict[str, str]],
     now: float,
     prices: Prices,
+    replicas: int,
+    node_pool: str | None,
     peak: int | None,
     jvm_evidence_object: dict[str, object] | None,
     jvm_options: dict[str, object] | None,
@@ -387,6 +400,7 @@ def _assemble(
     cost = prices.monthly_delta_usd(
         (recommended.cpu_request_cores or 0.0) - (current.cpu_request_cores or 0.0),
         (recommended.memory_request_bytes or 0) - (current.memory_request_bytes or 0),
+        replicas,
     )
     recommended_dict = recommended.to_dict()
     return {
@@ -399,7 +413,16 @@ def _assemble(
         "current": current_shown.to_dict(),
         "recommended": recommended_dict,
         "rules": rules,
-        "evidence": _evidence(window, peak, jvm_evidence_object),
+        "evidence": _evidence(window, peak, jvm_evidence_object)
+        | {
+            "cost": {
+                "cpu_core_hour_usd": prices.cpu_core_hour_usd,
+                "memory_gib_hour_usd": prices.memory_gib_hour_usd,
+                "replicas": replicas,
+                "monthly_per_replica_usd": round(cost / replicas, 2),
+                "node_pool": node_pool,
+            }
+        },
         "monthly_cost_delta_usd": round(cost, 2),
         "confidence": _confidence(window, profile),
         "risk": _risk(window, current_shown, recommended),
@@ -449,6 +472,36 @@ def _size_cpu(
     )
     cpu_limit = _cpu_limit(profile, current.cpu_limit_cores, cpu_request, rules)
     return _guard_cpu(window, profile, current, gc_overhead_p95, cpu_request, cpu_limit, rules)
+
+
+def _hold_memory_on_leak(
+    window: ContainerWindow, in_force: int | None, memory: int, rules: list[dict[str, str]]
+) -> int:
+    """A suspected leak is reported, and memory is not raised above what is in force:
+    more memory only postpones the OOM kill of a leaking process (rule
+    ``memory-leak-suspected``)."""
+    leak = window.leak()
+    if leak is None:
+        return memory
+    if in_force is not None and memory > in_force:
+        held = in_force
+        outcome = (
+            f"memory kept at the {format_memory(in_force)} in force instead of "
+            f"{format_memory(memory)}"
+        )
+    else:
+        held = memory
+        outcome = f"memory {format_memory(memory)}"
+    rules.append(
+        _rule(
+            "memory-leak-suspected",
+            f"Suspected memory leak: the working set has climbed {_mebibytes(leak.slope_per_hour)}"
+            f" per hour since {_iso(leak.since)} (straight-line fit r² {leak.r2:.2f}, "
+            f"+{leak.growth_share:.0%}); {outcome}. Fix the leak, or restart on a schedule: "
+            "a larger limit only postpones the OOM kill.",
+        )
+    )
+    return held
 
 
 def decreases_allowed_from(window: ContainerWindow, profile: Profile) -> float | None:
@@ -729,6 +782,8 @@ def _evidence(
         "cpu_throttled_ratio_p95": None if throttled_p95 is None else round(throttled_p95, 6),
         "last_oom_timestamp": window.last_oom_timestamp,
         "jvm": jvm,
+        "drift": window.drift_evidence() or None,
+        "leak": None if (leak := window.leak()) is None else leak.to_dict(),
     }
 
 

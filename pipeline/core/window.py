@@ -20,8 +20,8 @@ A :class:`ContainerWindow` never keeps raw samples. It keeps
 Replay is idempotent: a sample at or before the last applied timestamp changes nothing
 (container and JVM samples each against their own last timestamp). State is serialised
 explicitly (versioned orjson, never pickle) so a checkpoint written by one release is
-read, or rejected with a clear message, by the next: this release writes version 3 and
-reads versions 1 to 3.
+read, or rejected with a clear message, by the next: this release writes version 4 and
+reads versions 1 to 4.
 """
 
 from __future__ import annotations
@@ -32,17 +32,31 @@ from typing import Final, Literal
 
 import orjson
 
+from pipeline.core.drift import (
+    SIGNALS,
+    DriftConfig,
+    DriftEvent,
+    DriftStateError,
+    DriftTracker,
+    LeakSuspicion,
+    Signal,
+)
 from pipeline.core.histogram import DecayingHistogram
 from pipeline.core.profiles import Profile
 from pipeline.errors import DaytwoError, InvalidMessageError
 
-STATE_VERSION: Final = 3
+STATE_VERSION: Final = 4
 """Version written by :meth:`ContainerWindow.to_bytes`."""
 
-READABLE_STATE_VERSIONS: Final = (1, 2, 3)
+READABLE_STATE_VERSIONS: Final = (1, 2, 3, 4)
 """Versions :meth:`ContainerWindow.from_bytes` reads; version 1 predates JVM state,
 throttling percentiles and the OOM time, version 2 the regime start and the time of the
-last proposal; what a version lacks starts empty when it is read."""
+last proposal, version 3 the drift detectors; what a version lacks starts empty when it
+is read."""
+
+DRIFT_REWEIGHT: Final = 1e-3
+"""On a drift, what the histograms held so far is multiplied by this: minutes of the new
+regime then outweigh days of the old one, and the recommendation follows quickly."""
 
 CPU_FIRST_BUCKET_CORES: Final = 0.001
 CPU_BUCKET_RATIO: Final = 1.05
@@ -561,10 +575,14 @@ class ContainerWindow:
     regime_start: float | None = None
     last_proposal_timestamp: float | None = None
     last_proposed: dict[str, float | None] | None = None
+    drift_sensitivity: float = 0.5
+    drift: DriftTracker | None = None
 
     def __post_init__(self) -> None:
         if self.throttling is None:
             self.throttling = _ratio_histogram(self.cpu.half_life_seconds)
+        if self.drift is None:
+            self.drift = DriftTracker.new(DriftConfig.from_sensitivity(self.drift_sensitivity))
 
     @classmethod
     def new(cls, profile: Profile) -> ContainerWindow:
@@ -578,6 +596,7 @@ class ContainerWindow:
             ),
             memory_peak_interval_seconds=profile.memory_peak_interval_seconds,
             history_seconds=profile.history_seconds,
+            drift_sensitivity=profile.drift_sensitivity,
         )
 
     @property
@@ -602,11 +621,47 @@ class ContainerWindow:
         """
         if self.jvm is None:
             self.jvm = JvmState.new(self.cpu.half_life_seconds)
-        return self.jvm.apply(
+        applied = self.jvm.apply(
             sample,
             peak_interval_seconds=self.memory_peak_interval_seconds,
             history_seconds=self.history_seconds,
         )
+        if applied and sample.gc_overhead_ratio is not None:
+            self._track("gc_overhead", sample.timestamp, sample.gc_overhead_ratio)
+        return applied
+
+    def _track(self, signal: Signal, timestamp: float, value: float) -> None:
+        assert self.drift is not None  # set in __post_init__
+        event = self.drift.update(signal, timestamp, value)
+        if event is not None:
+            self._reweight(event)
+
+    def _reweight(self, event: DriftEvent) -> None:
+        """A new regime: weigh it over the old one (see :data:`DRIFT_REWEIGHT`)."""
+        self.regime_start = max(self.regime_start or event.regime_start, event.regime_start)
+        if event.signal == "cpu":
+            self.cpu.scale(DRIFT_REWEIGHT)
+        elif event.signal == "throttling":
+            assert self.throttling is not None
+            self.throttling.scale(DRIFT_REWEIGHT)
+        elif event.signal == "gc_overhead" and self.jvm is not None:
+            self.jvm.gc_overhead.scale(DRIFT_REWEIGHT)
+        elif event.signal == "memory":
+            # Peaks of intervals that ended before the new regime began no longer count;
+            # the interval holding the change and everything after it stay.
+            start = event.regime_start - self.memory_peak_interval_seconds
+            self.memory_peaks[:] = [peak for peak in self.memory_peaks if peak[0] > start]
+
+    def drift_evidence(self) -> list[dict[str, object]]:
+        """The last drift event of each signal, for the recommendation's evidence."""
+        if self.drift is None:
+            return []
+        events = (self.drift.last_event(signal) for signal in SIGNALS)
+        return [event.to_dict() for event in events if event is not None]
+
+    def leak(self) -> LeakSuspicion | None:
+        """A suspected memory leak (a steady climb), or None."""
+        return None if self.drift is None else self.drift.leak()
 
     @property
     def last_applied_timestamp(self) -> float | None:
@@ -624,6 +679,10 @@ class ContainerWindow:
         self.cpu.add(sample.cpu_usage_cores, sample.interval_seconds, sample.timestamp)
         if sample.memory_working_set_bytes is not None:
             self._add_memory_peak(sample.timestamp, sample.memory_working_set_bytes)
+            self._track("memory", sample.timestamp, float(sample.memory_working_set_bytes))
+        self._track("cpu", sample.timestamp, sample.cpu_usage_cores)
+        if sample.cpu_throttled_ratio is not None:
+            self._track("throttling", sample.timestamp, sample.cpu_throttled_ratio)
         self.sample_count += 1
         self.covered_seconds += sample.interval_seconds
         if self.first_timestamp is None:
@@ -675,7 +734,7 @@ class ContainerWindow:
     # -- serialisation ---------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Versioned orjson encoding of the whole state (``{"v": 3, ...}``)."""
+        """Versioned orjson encoding of the whole state (``{"v": 4, ...}``)."""
         state: dict[str, object] = {
             "v": STATE_VERSION,
             "cpu": self.cpu.to_state(),
@@ -700,6 +759,8 @@ class ContainerWindow:
             "regime": self.regime_start,
             "proposed_at": self.last_proposal_timestamp,
             "proposed": self.last_proposed,
+            "drift_sens": self.drift_sensitivity,
+            "drift": None if self.drift is None else self.drift.to_state(),
         }
         return orjson.dumps(state)
 
@@ -737,6 +798,8 @@ class ContainerWindow:
             half_life = cpu.half_life_seconds
             v2 = version >= 2
             v3 = version >= 3
+            v4 = version >= 4
+            sensitivity = _number(state["drift_sens"]) if v4 else 0.5
             return cls(
                 cpu=cpu,
                 memory_peak_interval_seconds=_number(state["peak_interval"]),
@@ -766,12 +829,18 @@ class ContainerWindow:
                 regime_start=_optional_number(state["regime"]) if v3 else None,
                 last_proposal_timestamp=_optional_number(state["proposed_at"]) if v3 else None,
                 last_proposed=_resources_from(state["proposed"]) if v3 else None,
+                drift_sensitivity=sensitivity,
+                drift=DriftTracker.from_state(
+                    state["drift"], DriftConfig.from_sensitivity(sensitivity)
+                )
+                if v4 and state["drift"] is not None
+                else None,
             )
         except KeyError as exc:
             raise WindowStateError(
                 f"container window state lacks the field {exc.args[0]!r}"
             ) from exc
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, DriftStateError) as exc:
             raise WindowStateError(f"container window state is malformed: {exc}") from exc
 
 
