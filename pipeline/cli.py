@@ -239,7 +239,7 @@ def _batch_profile(settings: Settings, name: str | None) -> Any:
 @app.command()
 def analyze(
     trace: TraceOpt,
-    profile: ProfileOpt = None,
+    profile_name: ProfileOpt = None,
     output: Annotated[
         Literal["table", "json", "yaml", "csv"],
         typer.Option("--format", help="Output format."),
@@ -252,7 +252,7 @@ def analyze(
 
     settings = _settings(config=config, profiles_file=profiles_file)
     try:
-        typer.echo(run_analyze(trace, _batch_profile(settings, profile), output))
+        typer.echo(run_analyze(trace, _batch_profile(settings, profile_name), output))
     except DaytwoError as exc:
         raise _fail(exc) from exc
 
@@ -260,7 +260,7 @@ def analyze(
 @app.command()
 def backtest(
     trace: TraceOpt,
-    profile: ProfileOpt = None,
+    profile_name: ProfileOpt = None,
     output: Annotated[
         Literal["json", "table"],
         typer.Option("--format", help="Output format."),
@@ -284,7 +284,7 @@ def backtest(
 
     settings = _settings(config=config, profiles_file=profiles_file)
     try:
-        report = run_backtest(trace, _batch_profile(settings, profile), nab_vcpus=nab_vcpus)
+        report = run_backtest(trace, _batch_profile(settings, profile_name), nab_vcpus=nab_vcpus)
     except DaytwoError as exc:
         raise _fail(exc) from exc
     if output == "json":

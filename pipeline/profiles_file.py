@@ -100,9 +100,7 @@ class ProfileResolver:
         resolved = self._resolved.get(base.name)
         if resolved is None:
             resolved = (
-                base.with_overrides(source="profile overrides", **self._overrides)
-                if self._overrides
-                else base
+                base.overridden(self._overrides, "profile overrides") if self._overrides else base
             )
             self._resolved[base.name] = resolved
         return resolved

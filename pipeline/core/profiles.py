@@ -177,13 +177,16 @@ class Profile:
             )
         _validate(self, f"profile {self.name!r}")
 
-    def with_overrides(self, *, source: str | None = None, **overrides: object) -> Profile:
+    def with_overrides(self, **overrides: object) -> Profile:
         """A copy with some fields changed (validated again), e.g. from settings or YAML.
 
         Unknown field names raise :class:`ConfigError` listing the known ones, so a typo
-        in a team's profile file is reported instead of silently ignored. ``source``
-        (e.g. the file name) prefixes every error message.
+        in a team's profile file is reported instead of silently ignored.
         """
+        return self.overridden(overrides)
+
+    def overridden(self, overrides: Mapping[str, object], source: str | None = None) -> Profile:
+        """:meth:`with_overrides` from a mapping; ``source`` (e.g. the file) prefixes errors."""
         where = f"{source}: " if source else ""
         known = [field.name for field in dataclasses.fields(self)]
         unknown = sorted(set(overrides) - set(known))
@@ -397,7 +400,7 @@ def profile_from_mapping(
         base = get_profile(base_name, known)
     except ConfigError as exc:
         raise ConfigError(f"{source}: profile {name!r}: field 'extends': {exc}") from None
-    return base.with_overrides(source=source, **{str(k): v for k, v in fields.items()})
+    return base.overridden({str(k): v for k, v in fields.items()}, source)
 
 
 def assign_profile(
