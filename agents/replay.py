@@ -51,16 +51,18 @@ def read_trace(path: Path) -> pl.DataFrame:
         frame = frame.with_columns(
             pl.col("timestamp").str.to_datetime(time_zone="UTC").dt.epoch("ms") / 1000.0
         )
-    frame = frame.with_columns(pl.col("timestamp").cast(pl.Float64))
-    # The interval of a sample is the time since the container's previous one; the
-    # first sample of a container takes its median interval (or 1 s if it is alone).
+    return with_intervals(frame.with_columns(pl.col("timestamp").cast(pl.Float64)))
+
+
+def with_intervals(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sort by time and add ``interval_seconds``: the time since the container's previous
+    sample; the first sample of a container takes its median interval (1 s if alone)."""
     interval = pl.col("timestamp").diff().over("workload", "container")
-    frame = frame.sort("timestamp").with_columns(
+    return frame.sort("timestamp").with_columns(
         interval.fill_null(interval.median().over("workload", "container"))
         .fill_null(1.0)
         .alias("interval_seconds")
     )
-    return frame
 
 
 def trace_batches(

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from ruamel.yaml import YAML
 
-from agents.replay import read_trace
+from agents.replay import read_trace, with_intervals
 from pipeline.core.backtest import (
     BacktestMetrics,
     ContainerSeries,
@@ -115,6 +115,8 @@ def trace_series(
     (a backtest starts from it) or the last (``analyze`` reports against it). Invalid
     values raise :class:`CollectorError` naming the row.
     """
+    if "interval_seconds" not in frame.columns:
+        frame = with_intervals(frame)
     columns = set(frame.columns)
     series: list[ContainerSeries] = []
     for (workload, container), group in frame.sort("timestamp").group_by(

@@ -25,7 +25,7 @@ from pipeline.core.profiles import Profile
 from pipeline.core.sizing import CurrentResources, recommend
 from pipeline.core.window import ContainerWindow, JvmSampleInput, SampleInput
 from pipeline.errors import InvalidMessageError
-from pipeline.metrics import WorkerMetrics
+from pipeline.metrics import WorkerMetrics, drift_event_counts
 from pipeline.topics import JVM_SAMPLES
 from schemas.hashing import recommendation_set_hash
 from schemas.models import (
@@ -61,7 +61,11 @@ class _Tracked:
     workload: str
     container: str
     recommendation: Recommendation | None = None
-    """The last proposal published (in memory; rebuilt on demand after a restart)."""
+    """What this container contributed to its workload's last published set."""
+    # metrics (issue 7): inputs of the per-workload series and the drift counter
+    last_sample: SampleInput | None = None
+    last_gc_overhead_ratio: float | None = None
+    drift_seen: dict[str, int] = field(default_factory=dict)
 
     @property
     def window(self) -> ContainerWindow:
@@ -83,6 +87,7 @@ class Processor:
     _tracked: dict[str, _Tracked] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _workload_containers: dict[str, set[str]] = field(default_factory=dict)
+    _pending_sets: dict[str, RecommendationSet] = field(default_factory=dict)
 
     def handle(
         self, key: bytes | None, value: bytes | None, *, partition: int, offset: int
@@ -135,6 +140,8 @@ class Processor:
             tracked = self._get(batch.workload, sample.container, partition)
             if tracked.engine.apply_jvm(sample_input):
                 self.metrics.jvm_samples_processed.inc()
+                if sample_input.gc_overhead_ratio is not None:  # metrics (issue 7)
+                    tracked.last_gc_overhead_ratio = sample_input.gc_overhead_ratio
                 self._dirty.add(_container_key(batch.workload, sample.container))
             else:
                 self.metrics.samples_replayed.inc()
@@ -172,9 +179,13 @@ class Processor:
             tracked.engine.spec = _current_from(sample, tracked.engine.spec)
             if tracked.engine.apply(sample_input):
                 self.metrics.samples_processed.inc()
+                tracked.last_sample = sample_input  # metrics (issue 7)
                 self._dirty.add(_container_key(batch.workload, sample.container))
             else:
                 self.metrics.samples_replayed.inc()
+        self._collect_proposals(
+            {_container_key(batch.workload, s.container) for s in batch.samples}
+        )
 
     def _get(self, workload: str, container: str, partition: int) -> _Tracked:
         key = _container_key(workload, container)
@@ -194,7 +205,9 @@ class Processor:
                 window=window,
                 evaluate_on_ticks=True,
             )
-            tracked = _Tracked(engine, partition, workload, container)
+            tracked = _Tracked(
+                engine, partition, workload, container, drift_seen=drift_event_counts(window)
+            )  # metrics (issue 7): drift counted from the restored state on
             self._tracked[key] = tracked
             self._workload_containers.setdefault(workload, set()).add(key)
             self.metrics.tracked_containers.set(len(self._tracked))
@@ -204,59 +217,77 @@ class Processor:
     def checkpoint(self) -> list[RecommendationSet]:
         """Write each dirty window once; return the recommendation sets to publish.
 
-        Each dirty container is evaluated at the time of its data (its last sample), so a
-        replay decides like the live system did. A set is emitted for a workload when a
-        member's recommendation passes the profile's hysteresis (a proposal, recorded in
-        its window so it survives restarts); the set carries every member that was ever
-        proposed. Call this, send the returned sets, then acknowledge the input records
-        handled before it.
+        Containers are evaluated as samples arrive, on the profile's evaluation ticks of
+        trace time (see :class:`~pipeline.core.engine.ContainerEngine`), so a replay
+        decides like the live system did. A workload's set is built when a member's
+        recommendation passes the profile's hysteresis (a proposal, recorded in its
+        window so it survives restarts) and carries every member that was ever proposed;
+        the latest set per workload is returned here. Call this, send the returned sets,
+        then acknowledge the input records handled before it.
         """
         if not self._dirty:
             return []
-        now = self.clock()
         with self.metrics.checkpoint_seconds.time():
-            changed_workloads: set[str] = set()
+            sets = [self._pending_sets[w] for w in sorted(self._pending_sets)]
+            self._pending_sets.clear()
             for key in sorted(self._dirty):
                 tracked = self._tracked[key]
-                for failure in tracked.engine.failures:
-                    # One container's sizing failing (a bug, or a proposal the contract
-                    # rejects) must not stop the others or the checkpoint: its state is
-                    # still saved below and it is evaluated again at its next tick.
-                    log.error(
-                        "sizing %s failed; state kept, no recommendation",
-                        key,
-                        exc_info=(type(failure), failure, failure.__traceback__),
-                    )
-                    self.metrics.sizing_errors.inc()
-                tracked.engine.failures.clear()
-                for decision in tracked.engine.take_proposals():
-                    try:
-                        tracked.recommendation = validate_dict(
-                            Recommendation, decision.recommendation
-                        )
-                    except InvalidMessageError:
-                        log.exception("proposal for %s breaks the contract; not sent", key)
-                        self.metrics.sizing_errors.inc()
-                        continue
-                    log.info("%s: %s", key, decision.reason)
-                    changed_workloads.add(tracked.workload)
-            sets = [self._set_for(w, now) for w in sorted(changed_workloads)]
-            for key in sorted(self._dirty):
-                tracked = self._tracked[key]
-                self.store.save(key, tracked.window.to_bytes(), tracked.partition)
+                state = tracked.window.to_bytes()
+                self.store.save(key, state, tracked.partition)
                 self.metrics.checkpoints.inc()
+                self.metrics.observe_container(  # metrics (issue 7)
+                    tracked.engine,
+                    last_sample=tracked.last_sample,
+                    jvm_gc_overhead_ratio=tracked.last_gc_overhead_ratio,
+                    recommendation=tracked.recommendation,
+                    drift_seen=tracked.drift_seen,
+                    state_bytes=len(state),
+                )
             self._dirty.clear()
         self.metrics.recommendations_emitted.inc(len(sets))
         return sets
 
-    def _set_for(self, workload: str, now: float) -> RecommendationSet:
+    def _collect_proposals(self, keys: set[str]) -> None:
+        """Turn the proposals the engines of ``keys`` made while applying samples into
+        their workloads' pending sets, built now: a set then depends on the records
+        handled so far and on nothing else (not on when a checkpoint happens)."""
+        proposed_now: set[str] = set()
+        for key in sorted(keys):
+            tracked = self._tracked[key]
+            for failure in tracked.engine.failures:
+                # One container's sizing failing (a bug, or a proposal the contract
+                # rejects) must not stop the others or the checkpoint: its state is
+                # still saved and it is evaluated again at its next tick.
+                log.error(
+                    "sizing %s failed; state kept, no recommendation",
+                    key,
+                    exc_info=(type(failure), failure, failure.__traceback__),
+                )
+                self.metrics.sizing_errors.inc()
+            tracked.engine.failures.clear()
+            for decision in tracked.engine.take_proposals():
+                try:
+                    tracked.recommendation = validate_dict(Recommendation, decision.recommendation)
+                except InvalidMessageError:
+                    log.exception("proposal for %s breaks the contract; not sent", key)
+                    self.metrics.sizing_errors.inc()
+                    continue
+                self.metrics.count_proposal(tracked.recommendation)  # metrics (issue 7)
+                log.info("%s: %s", key, decision.reason)
+                proposed_now.add(key)
+        for workload in sorted({self._tracked[key].workload for key in proposed_now}):
+            self._pending_sets[workload] = self._set_for(workload, self.clock(), proposed_now)
+
+    def _set_for(self, workload: str, now: float, proposed_now: set[str]) -> RecommendationSet:
+        """The workload's set: members proposing now with their proposal, the others that
+        were ever proposed with their recommendation as of their data (so a restarted
+        worker, whose state is the same, builds the same set)."""
         recs = []
         for key in sorted(self._workload_containers.get(workload, ())):
             tracked = self._tracked[key]
             if tracked.window.last_proposal_timestamp is None:
                 continue
-            if tracked.recommendation is None:
-                # Proposed before a restart: its current recommendation stands in.
+            if key not in proposed_now:
                 tracked.recommendation = self._current_recommendation(tracked)
             if tracked.recommendation is not None:
                 recs.append(tracked.recommendation)
@@ -268,6 +299,33 @@ class Processor:
             recommendations=tuple(recs),
             hash=recommendation_set_hash(r.hash for r in recs),
         )
+
+    def current_sets(self) -> list[RecommendationSet]:
+        """What daytwo recommends now for every tracked workload, past the hysteresis.
+
+        Why: a proposal is published only when it is worth a PR; a test, a report or an
+        operator asking "what would it say now?" wants the recommendation from all the data
+        so far instead. Nothing is recorded: this changes no state.
+        """
+        sets = []
+        for workload in sorted(self._workload_containers):
+            recs = []
+            for key in sorted(self._workload_containers[workload]):
+                rec = self._current_recommendation(self._tracked[key])
+                if rec is not None:
+                    recs.append(rec)
+            if recs:
+                sets.append(
+                    RecommendationSet(
+                        schema_version=1,
+                        kind="recommendation-set",
+                        workload=workload,
+                        generated_at=self.clock(),
+                        recommendations=tuple(recs),
+                        hash=recommendation_set_hash(r.hash for r in recs),
+                    )
+                )
+        return sets
 
     def _current_recommendation(self, tracked: _Tracked) -> Recommendation | None:
         last = tracked.window.last_timestamp
@@ -293,6 +351,7 @@ class Processor:
         for key in [k for k, t in self._tracked.items() if t.partition in partitions]:
             tracked = self._tracked.pop(key)
             self._dirty.discard(key)
+            self.metrics.workloads.forget(tracked.workload, tracked.container)  # issue 7
             members = self._workload_containers.get(tracked.workload)
             if members is not None:
                 members.discard(key)

@@ -266,11 +266,6 @@ def test_nab_backtest_runs_in_under_10_seconds_per_series(
         assert seconds < 10.0, f"{stem}: {seconds:.1f} s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4 acceptance 3 is not met yet: balanced asks for about the same CPU as vpa "
-    "on the NAB series (3.68 vs 3.66 cores summed); see the issue note and docs/benchmarks.md",
-)
 def test_nab_balanced_requests_at_least_10_percent_less_cpu_than_vpa(
     nab_results: dict[str, tuple[dict[str, BacktestMetrics], float]],
 ) -> None:

@@ -100,7 +100,8 @@ def test_no_recommendation_before_min_samples() -> None:
 def test_a_steady_container_gets_the_contract_the_schema_describes() -> None:
     # 1,440 one-minute samples (a day): CPU steady at 0.3 cores, memory at 400Mi.
     # CPU: p95 lies in the histogram bucket holding 0.3 → its upper bound u, 0.3 < u ≤ 0.316
-    #      request = u * 1.15 rounded up to a millicore → between 345m and 364m
+    #      u * 1.10 is above the highest usage seen (0.3), so the request is capped there
+    #      (cpu-request-capped-at-max): 300m
     # memory: peak 400Mi * 1.15 = 460Mi exactly → request = limit = 460Mi
     window = window_of(FEW, [0.3] * 1440, [400 * MIB] * 1440, step=60.0)
     current = CurrentResources(
@@ -126,7 +127,7 @@ def test_a_steady_container_gets_the_contract_the_schema_describes() -> None:
     new = recommended(rec)
     cpu_request = new["cpu_request_cores"]
     assert isinstance(cpu_request, float)
-    assert 0.345 <= cpu_request <= 0.364
+    assert cpu_request == 0.3
     assert new["cpu_limit_cores"] == 2.0
     assert new["memory_request_bytes"] == new["memory_limit_bytes"] == 460 * MIB
     assert new["jvm_max_heap_bytes"] is None
@@ -134,14 +135,17 @@ def test_a_steady_container_gets_the_contract_the_schema_describes() -> None:
     rules = rules_of(rec)
     assert list(rules) == [
         "cpu-request-percentile",
+        "cpu-request-capped-at-max",
         "cpu-limit-keep",
         "memory-request-peak",
         "memory-limit-equal-request",
     ]
-    millicores = round(cpu_request * 1000)
     assert re.fullmatch(
-        rf"CPU request = p95 of 0\.3\d\d cores {TIMES} 1\.15 = {millicores}m over 1,440 samples\.",
+        rf"CPU request = p95 of 0\.3\d\d cores {TIMES} 1\.10 = 3\d\dm over 1,440 samples\.",
         rules["cpu-request-percentile"],
+    )
+    assert rules["cpu-request-capped-at-max"].startswith(
+        "CPU request capped at 300m, the highest usage in 1.0 days of samples"
     )
     assert rules["memory-request-peak"] == (
         "Memory request = highest 5-minute working-set peak of 400.0Mi in the 8-day history"
@@ -354,12 +358,17 @@ def test_recommendation_covers_p95_and_peak_with_headroom(
     assert isinstance(cpu_request, float)
     assert isinstance(memory_limit, int)
 
+    # CPU ≥ p95 x (1 + headroom), unless that is above the highest usage seen: headroom
+    # never lifts a request above it (rule cpu-request-capped-at-max).
+    factor = 1 + NO_DECAY.cpu_headroom
     p95 = empirical_quantile(cpu, 0.95)
-    assert cpu_request >= p95 * 1.15 * (1 - 1e-12)
+    highest = round_up_cpu(max(max(cpu), NO_DECAY.cpu_floor_cores))
+    assert cpu_request >= min(p95 * factor, highest) * (1 - 1e-12)
     # ... and at most one histogram bucket (ratio 1.05 plus the 1m first bucket) above it,
     # measured at a slightly higher percentile so that decay cannot tip a tie.
     upper = empirical_quantile(cpu, 0.951)
-    assert cpu_request <= round_up_cpu(max((upper * 1.05 + 0.001) * 1.15, 0.01)) + 1e-9
+    assert cpu_request <= round_up_cpu(max((upper * 1.05 + 0.001) * factor, 0.01)) + 1e-9
+    assert cpu_request <= max(highest, round_up_cpu(NO_DECAY.cpu_floor_cores))
 
     peak = max(mem)
     assert memory_limit >= peak * 1.15

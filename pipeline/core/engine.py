@@ -23,7 +23,9 @@ Hysteresis, from the profile (the values of ``balanced`` in brackets):
   the request in force.
 - **Minimum history for decreases** is applied inside the sizing itself (rule
   ``no-decrease-before-min-history``), so a recommendation never proposes a decrease
-  the profile would not allow yet.
+  the profile would not allow yet. The same minimum history gates a container's
+  *first* proposal (unless something is at risk): a handful of samples is not enough
+  to set requests from.
 
 Time is trace time: ``now`` is the time of the data (the last sample's timestamp for a
 live stream), so a replay at any speed makes the same decisions as the live system.
@@ -188,10 +190,18 @@ def decide(  # noqa: PLR0911  # a ladder of reasons, each its own return
                 f"${profile.min_monthly_saving_usd:.2f}: {described}"
             )
     last = window.last_proposal_timestamp
-    cooldown_ends = None if last is None else last + profile.proposal_cooldown_seconds
-    if cooldown_ends is None or now >= cooldown_ends:
-        return True, f"proposed: {described}"
     at_risk = risks(window, profile, current)
+    if last is None:
+        covered = window.covered_seconds
+        if covered < profile.decrease_min_history_seconds and not at_risk:
+            return False, (
+                f"a first proposal waits for {profile.decrease_min_history_seconds / 3600:g} h "
+                f"of history ({covered / 3600:.1f} h so far) unless something is at risk"
+            )
+        return True, f"proposed: {described}"
+    cooldown_ends = last + profile.proposal_cooldown_seconds
+    if now >= cooldown_ends:
+        return True, f"proposed: {described}"
     bypass = [
         reason
         for reason in at_risk

@@ -467,11 +467,44 @@ def _size_cpu(
             )
         )
 
+    cpu_request = _cap_cpu_at_max(window, profile, cpu_request, rules)
     cpu_request = _hold_decrease(
         window, profile, "CPU request", cpu_request, current.cpu_request_cores, format_cpu, rules
     )
     cpu_limit = _cpu_limit(profile, current.cpu_limit_cores, cpu_request, rules)
     return _guard_cpu(window, profile, current, gc_overhead_p95, cpu_request, cpu_limit, rules)
+
+
+def _cap_cpu_at_max(
+    window: ContainerWindow, profile: Profile, cpu_request: float, rules: list[dict[str, str]]
+) -> float:
+    """Headroom never lifts the CPU request above the highest usage seen, once the window
+    covers the profile's minimum history (rule ``cpu-request-capped-at-max``).
+
+    Why: headroom is insurance against usage above the percentile; above the highest
+    usage in a day or more of samples it insures against nothing the data shows, and a
+    steady workload (p95 close to its max) would otherwise pay for it in full. Too few
+    samples (less history than the profile's minimum) and the max is not trusted.
+    """
+    covered = window.covered_seconds
+    highest = round_up_cpu(max(window.cpu_max_cores, profile.cpu_floor_cores))
+    if covered < profile.decrease_min_history_seconds or cpu_request <= highest:
+        return cpu_request
+    rules.append(
+        _rule(
+            "cpu-request-capped-at-max",
+            f"CPU request capped at {format_cpu(highest)}, the highest usage in "
+            f"{_duration_text(covered)} of samples, instead of {format_cpu(cpu_request)}: "
+            "headroom above it insures against nothing the data shows.",
+        )
+    )
+    return highest
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    return f"{seconds / 3600:.1f} hours"
 
 
 def _hold_memory_on_leak(
