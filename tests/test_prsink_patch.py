@@ -21,7 +21,19 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from pipeline.core.quantity import parse_cpu, parse_memory
 from pipeline.errors import SinkError
 from pipeline.prsink.locate import POD_TEMPLATE_PATHS, split_documents
-from pipeline.prsink.patch import EnvVarMissingError, patch_env_value, patch_resources
+from pipeline.prsink.patch import (
+    ContainerChange,
+    EnvVarMissingError,
+    add_container_entry,
+    add_env_entry,
+    jvm_option_key,
+    list_patch_in_kustomization,
+    merge_jvm_options,
+    patch_env_value,
+    patch_resources,
+    patch_resources_at,
+    patch_workload,
+)
 
 MI = 1024**2
 GI = 1024**3
@@ -489,7 +501,7 @@ def test_env_patch_rewrites_only_that_value_and_keeps_the_comment() -> None:
     assert changed == [
         (
             "              value: '-Xmx768m -XX:+UseG1GC'   # heap set by hand",
-            '              value: "-Xmx82m -XX:+UseG1GC"   # heap set by hand',
+            "              value: '-Xmx82m -XX:+UseG1GC'   # heap set by hand",
         )
     ]
     # The same value again is no change at all.
@@ -519,3 +531,147 @@ def test_env_patch_reports_a_missing_variable_and_refuses_value_from() -> None:
         patch_env_value(
             from_secret, 0, "Deployment", "app", name="JAVA_TOOL_OPTIONS", value="-Xmx1g"
         )
+
+
+# -- JVM options, sequence entries, values paths ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("existing", "changed", "expected"),
+    [
+        ("-Xms512m -Xmx768m -XX:+UseG1GC", ["-Xmx1g"], "-Xms512m -Xmx1g -XX:+UseG1GC"),
+        ("-XX:+UseG1GC", ["-XX:-UseG1GC", "-Xmx1g"], "-XX:-UseG1GC -Xmx1g"),
+        (
+            "-XX:MaxRAMPercentage=75 -Dx=1",
+            ["-XX:MaxRAMPercentage=60"],
+            "-XX:MaxRAMPercentage=60 -Dx=1",
+        ),
+        ("-Xmx1g -Xmx2g -Dx=1", ["-Xmx3g", "-Dx=2"], "-Xmx3g -Dx=2"),
+        ("", ["-Xmx1g"], "-Xmx1g"),
+        ("-Xlog:gc -verbose:gc", [], "-Xlog:gc -verbose:gc"),
+    ],
+)
+def test_jvm_options_merge_in_place(existing: str, changed: list[str], expected: str) -> None:
+    assert merge_jvm_options(existing, changed) == expected
+
+
+option = st.sampled_from(
+    ["-Xmx1g", "-Xmx512m", "-Xms256m", "-XX:+UseG1GC", "-XX:-UseG1GC", "-Dfoo=1", "-Dfoo=2",
+     "-XX:MaxRAMPercentage=75", "-XX:MaxRAMPercentage=50", "-Xlog:gc", "-verbose:gc"]
+)  # fmt: skip
+
+
+@given(st.lists(option, max_size=8), st.lists(option, max_size=4))
+def test_merged_options_keep_the_rest_and_set_each_changed_one_once(
+    existing: list[str], changed: list[str]
+) -> None:
+    merged = merge_jvm_options(" ".join(existing), changed).split()
+    wanted = {jvm_option_key(o): o for o in changed}
+    for key, value in wanted.items():
+        assert [o for o in merged if jvm_option_key(o) == key] == [value]
+    untouched = [o for o in existing if jvm_option_key(o) not in wanted]
+    assert [o for o in merged if jvm_option_key(o) not in wanted] == untouched
+    assert merge_jvm_options(" ".join(merged), changed).split() == merged
+
+
+def test_env_entry_is_added_to_an_overlay_patch_in_its_style() -> None:
+    patch = (
+        "kind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n"
+        "      containers:\n      - name: app\n        resources: {}  # set below\n"
+    )
+    after = add_env_entry(patch, 0, "Deployment", "app", name="JAVA_TOOL_OPTIONS", value="-Xmx1g")
+    assert (
+        after
+        == patch + '        env:\n        - name: JAVA_TOOL_OPTIONS\n          value: "-Xmx1g"\n'
+    )
+    again = add_env_entry(after, 0, "Deployment", "app", name="JAVA_OPTS", value="a: b")
+    assert again == after + '        - name: JAVA_OPTS\n          value: "a: b"\n'
+
+
+def test_a_container_entry_is_added_to_a_patch_file() -> None:
+    patch = (
+        "kind: CronJob\nmetadata:\n  name: r\nspec:\n  jobTemplate:\n    spec:\n      template:\n"
+        "        spec:\n          containers:\n"
+        "            -   name: main\n                image: x\n"
+    )
+    after = add_container_entry(patch, 0, "CronJob", "sidecar")
+    assert after == patch + "            -   name: sidecar\n"
+
+
+@pytest.mark.parametrize(
+    ("kustomization", "added"),
+    [
+        ("resources:\n- ../base\npatches:\n- path: a.yaml\n", "- path: daytwo.yaml\n"),
+        (
+            "resources:\n  - ../base\npatchesStrategicMerge:\n  - a.yaml  # old style\n",
+            "  - daytwo.yaml\n",
+        ),
+        ("resources:\n  - ../base\n", "patches:\n  - path: daytwo.yaml\n"),
+        ("resources:\n- ../base\nnamespace: x", "\npatches:\n- path: daytwo.yaml"),
+    ],
+)
+def test_a_new_patch_is_listed_in_the_kustomizations_style(kustomization: str, added: str) -> None:
+    after = list_patch_in_kustomization(kustomization, "daytwo.yaml")
+    assert after == kustomization + added
+    assert list_patch_in_kustomization(after, "daytwo.yaml") == after
+
+
+VALUES = """\
+# values
+app: &app
+  image: {tag: "1"}
+  resources:   # hand-sized
+    limits: {memory: 1Gi}
+worker:
+  replicas: 2
+copy: *app
+"""
+
+
+def test_values_paths_are_patched_in_place_or_created() -> None:
+    worker = patch_resources_at(VALUES, 0, ("worker", "resources"), {"cpu_request_cores": 0.25})
+    assert worker == VALUES.replace(
+        "  replicas: 2\n", "  replicas: 2\n  resources:\n    requests:\n      cpu: 250m\n"
+    )
+    with pytest.raises(SinkError, match="anchor"):
+        patch_resources_at(VALUES, 0, ("app", "resources"), {"cpu_request_cores": 0.25})
+    with pytest.raises(SinkError, match="has no 'api'"):
+        patch_resources_at(VALUES, 0, ("api", "resources"), {"cpu_request_cores": 0.25})
+    flat = "resources: {limits: {memory: 1Gi}}  # flow\n"
+    assert patch_resources_at(flat, 0, ("resources",), {"memory_limit_bytes": 3 * GI // 2}) == (
+        "resources: {limits: {memory: 1536Mi}}  # flow\n"
+    )
+
+
+def test_env_values_keep_their_quoting_style_when_they_can() -> None:
+    plain = JVM_DEPLOYMENT.replace("'-Xmx768m -XX:+UseG1GC'", "-Xmx768m")
+    after = patch_env_value(plain, 0, "Deployment", "app", name="JAVA_TOOL_OPTIONS", value="-Xmx1g")
+    assert "              value: -Xmx1g   # heap set by hand\n" in after
+    risky = patch_env_value(plain, 0, "Deployment", "app", name="JAVA_TOOL_OPTIONS", value="a #b")
+    assert '              value: "a #b"   # heap set by hand\n' in risky
+
+
+def test_container_change_reads_the_contract() -> None:
+    change = ContainerChange.from_recommendation(
+        {
+            "container": "app",
+            "recommended": {"cpu_request_cores": 0.5},
+            "jvm_options": {"java_tool_options": "-Xmx1g -XX:+UseG1GC", "changed": ["-Xmx1g"]},
+        }
+    )
+    assert change == ContainerChange(
+        "app", {"cpu_request_cores": 0.5}, "-Xmx1g -XX:+UseG1GC", ("-Xmx1g",)
+    )
+    bare = ContainerChange.from_recommendation(
+        {"container": "db", "recommended": {}, "jvm_options": None}
+    )
+    assert (bare.jvm_options, bare.jvm_changed) == (None, ())
+
+
+def test_patch_workload_writes_nothing_when_a_file_is_hostile() -> None:
+    files = {
+        "a.yaml": BLOCK_WITH_COMMENTS,
+        "b.yaml": BLOCK_WITH_COMMENTS.replace("replicas: 3", "replicas: !!python/name:os.system"),
+    }
+    with pytest.raises(SinkError, match=r"b\.yaml .*Python-specific tag"):
+        patch_workload(files, "c/shop/Deployment/checkout", [ContainerChange("app", FULL)])
