@@ -11,10 +11,11 @@ the field descriptions below, so documentation and behaviour cannot drift apart.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -114,6 +115,161 @@ class Settings(BaseSettings):
     node_name: str | None = Field(
         default=None, description="Agent: node name in node samples (default: hostname)."
     )
+    # -- agent sources (issue 6; pipeline/runners.py wires them, `daytwo agent --help`)
+    source: Literal[
+        "cgroup", "kubelet", "prometheus", "jvm-log", "micrometer", "replay", "inventory"
+    ] = Field(
+        default="cgroup",
+        description="Agent: where samples come from: cgroup (the mapped cgroups and this "
+        "node), kubelet (this node's kubelet /stats/summary, pods mapped by the inventory), "
+        "prometheus (backfill, then continuous), jvm-log (JVM GC logs), micrometer (JVM "
+        "metrics endpoints), replay (a trace file), inventory (cluster-wide workload specs "
+        "to the compacted workload-specs topic).",
+    )
+    cluster_name: str = Field(
+        default="local",
+        pattern=r"^[^/\s]+$",
+        max_length=253,
+        description="Agent: cluster name, the first part of every workload id the kubelet, "
+        "prometheus, inventory and jvm sources build.",
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="Agent (prometheus): base URL of Prometheus, e.g. http://prometheus:9090. "
+        "Credentials: DAYTWO_PROMETHEUS_BEARER_TOKEN[_FILE] or DAYTWO_PROMETHEUS_USERNAME "
+        "with DAYTWO_PROMETHEUS_PASSWORD[_FILE].",
+    )
+    prometheus_step_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=86400,
+        description="Agent (prometheus): evaluation step, one sample per container per step "
+        "(a multiple of the scrape interval).",
+    )
+    prometheus_scrape_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Agent (prometheus): how often Prometheus scrapes cAdvisor (sets the "
+        "rate window: step + scrape interval / 2).",
+    )
+    prometheus_max_series_per_query: int = Field(
+        default=500,
+        ge=1,
+        description="Agent (prometheus): series budget of one query; bigger selections are "
+        "sharded by namespace and pod prefix so Prometheus stays safe.",
+    )
+    backfill_start: datetime | None = Field(
+        default=None,
+        description="Agent (prometheus): backfill history from this time (ISO-8601 or epoch "
+        "seconds) before going continuous. Exclusive with backfill_days.",
+    )
+    backfill_days: float | None = Field(
+        default=None,
+        gt=0,
+        le=366,
+        description="Agent (prometheus): backfill this many days of history before going "
+        "continuous. Exclusive with backfill_start.",
+    )
+    backfill_end: datetime | None = Field(
+        default=None,
+        description="Agent (prometheus): end of the backfill (default: now).",
+    )
+    backfill_only: bool = Field(
+        default=False,
+        description="Agent (prometheus): exit after the backfill instead of going continuous.",
+    )
+    node_ip: str | None = Field(
+        default=None,
+        description="Agent (kubelet): this node's IP (status.hostIP through the downward API); "
+        "the kubelet is reached there unless kubelet_host is set.",
+    )
+    kubelet_host: str | None = Field(
+        default=None, description="Agent (kubelet): kubelet address (default: node_ip)."
+    )
+    kubelet_port: int = Field(
+        default=10250, ge=1, le=65535, description="Agent (kubelet): kubelet HTTPS port."
+    )
+    kubelet_token_file: Path = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="Agent (kubelet): bearer token file (the ServiceAccount's, re-read on "
+        "every call; needs only 'get' on nodes/stats).",
+    )
+    kubelet_ca_file: Path | None = Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+        description="Agent (kubelet): CA bundle that signed the kubelet's serving "
+        "certificate (default: the ServiceAccount's ca.crt).",
+    )
+    kubelet_insecure_skip_tls_verify: bool = Field(
+        default=False,
+        description="Agent (kubelet): do not verify the kubelet's certificate (self-signed "
+        "kubelet certificates only, like metrics-server's --kubelet-insecure-tls).",
+    )
+    trace_file: Path | None = Field(
+        default=None,
+        description="Agent (replay): trace file to stream (CSV or Parquet; columns in "
+        "docs/architecture.md); the agent exits at its end.",
+    )
+    replay_speedup: float = Field(
+        default=1.0,
+        ge=1.0,
+        le=10_000.0,
+        description="Agent (replay): trace seconds per wall-clock second (1 ... 10000); "
+        "samples keep their original timestamps.",
+    )
+    jvm_gc_logs: list[str] = Field(
+        default_factory=list,
+        description="Agent (jvm-log): GC logs to tail, each WORKLOAD:CONTAINER=PATH, e.g. "
+        "prod/shop/Deployment/checkout:app=/var/log/gc.log (a JSON list in the environment). "
+        "Alternatively a mapping file with a jvms: section.",
+    )
+    micrometer_endpoints: list[str] = Field(
+        default_factory=list,
+        description="Agent (micrometer): JVM metrics endpoints, each WORKLOAD:CONTAINER=URL "
+        "(a JSON list in the environment). Alternatively a mapping file with a jvms: section.",
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Agent: directory of the on-disk spool that holds messages while Kafka "
+        "is unreachable (default: <data_dir>/spool); one agent per directory.",
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=4096,
+        description="Agent: size cap of the spool; beyond it the oldest messages are "
+        "evicted (counted in daytwo_agent_spool_evicted_records_total).",
+    )
+    publish_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Agent: how long an unacknowledged message waits before the broker "
+        "counts as down and messages go to the spool.",
+    )
+    agent_max_payload_bytes: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Agent input limit: largest encoded message; larger ones are rejected "
+        "(daytwo_agent_rejected_total{reason=payload_too_large}).",
+    )
+    agent_max_labels_per_sample: int = Field(
+        default=64,
+        ge=1,
+        description="Agent input limit: labels per scraped series (Prometheus, Micrometer).",
+    )
+    agent_max_containers: int = Field(
+        default=5000,
+        ge=1,
+        description="Agent input limit: distinct containers reported; samples of further "
+        "ones are rejected (reason too_many_containers).",
+    )
+    agent_container_idle_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Agent input limit: a container unseen this long stops counting "
+        "against agent_max_containers.",
+    )
     gitops_repo: Path | None = Field(
         default=None, description="Sink: local git repository holding the manifests."
     )
@@ -125,6 +281,75 @@ class Settings(BaseSettings):
         default="daytwo@localhost", description="Sink: commit author e-mail."
     )
     log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING...).")
+    # -- PR sink: remote, forge, quotas (see pipeline/prsink/sink.py, build_forge)
+    gitops_remote_url: str | None = Field(
+        default=None,
+        description="Sink: GitOps remote to clone, fetch and push (a local path or an "
+        "https/ssh URL without a token in it). Unset: dry-run on --repo (local branch + "
+        ".daytwo/PR.md).",
+    )
+    gitops_clone_dir: Path | None = Field(
+        default=None,
+        description="Sink: where the sink keeps its own bare clone of the remote "
+        "(default: <data_dir>/gitops-clone).",
+    )
+    git_username: str | None = Field(
+        default=None,
+        description="Sink: user name git sends with the token over https (default: "
+        "x-access-token for GitHub, oauth2 for GitLab).",
+    )
+    forge_kind: Literal["github", "gitlab"] | None = Field(
+        default=None,
+        description="Sink: forge to open pull/merge requests on (github or gitlab); unset "
+        "pushes branches only.",
+    )
+    forge_repository: str | None = Field(
+        default=None,
+        description="Sink: repository on the forge: 'owner/name' on GitHub, the project "
+        "path ('group/project') or numeric id on GitLab.",
+    )
+    forge_api_url: str | None = Field(
+        default=None,
+        description="Sink: forge REST API base URL (default https://api.github.com or "
+        "https://gitlab.com/api/v4; set it for GitHub Enterprise or self-managed GitLab).",
+    )
+    forge_token_env: str = Field(
+        default="DAYTWO_FORGE_TOKEN",
+        description="Sink: name of the environment variable holding the forge token "
+        "(also used for git over https); never logged.",
+    )
+    forge_token_file: Path | None = Field(
+        default=None,
+        description="Sink: file holding the forge token (a mounted secret), read when the "
+        "variable is unset.",
+    )
+    github_app_id: str | None = Field(
+        default=None,
+        description="Sink: GitHub App id; with the key file, the sink uses App "
+        "installation tokens instead of a static token.",
+    )
+    github_app_private_key_file: Path | None = Field(
+        default=None, description="Sink: the GitHub App's private key (PEM file)."
+    )
+    github_app_installation_id: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sink: the App's installation id (default: looked up on the repository).",
+    )
+    forge_bot_logins: list[str] = Field(
+        default_factory=list,
+        description="Sink: forge accounts that are the bot itself (e.g. daytwo[bot]); a PR "
+        "closed by any other account was closed by a human and is not reopened unless the "
+        "recommendation changes materially.",
+    )
+    pr_max_open: int = Field(
+        default=20,
+        ge=0,
+        description="Sink: at most this many daytwo PRs open at once; further new PRs wait.",
+    )
+    pr_max_new_per_hour: int = Field(
+        default=5, ge=0, description="Sink: at most this many new PRs in any hour."
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -137,6 +362,13 @@ class Settings(BaseSettings):
                 msg = f"kafka_bootstrap must be host:port[,host:port...], got {value!r}"
                 raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _one_backfill_start(self) -> Settings:
+        if self.backfill_start is not None and self.backfill_days is not None:
+            msg = "set backfill_start or backfill_days, not both"
+            raise ValueError(msg)
+        return self
 
     @classmethod
     def settings_customise_sources(

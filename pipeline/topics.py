@@ -42,6 +42,8 @@ __all__ = [
     "JVM_SAMPLES",
     "NODE_SAMPLES",
     "RECOMMENDATIONS",
+    "SINK_STATE",
+    "SINK_STATE_SPEC",
     "WORKLOAD_SPECS",
     "TopicNames",
     "TopicSpec",
@@ -112,6 +114,14 @@ ALL_TOPICS: Final[tuple[TopicSpec, ...]] = (
         partitions_fixed=True,
     ),
 )
+
+# The PR sink's own memory (issue 5), kept apart from ALL_TOPICS: only the sink reads or
+# writes it, and it creates it itself (``ensure_topics([SINK_STATE_SPEC], prefix=...)``).
+# Key = workload id, value = small JSON (pipeline/prsink/state.py): last set hash, PR
+# number and state, values proposed in the PR, so a restarted sink never reopens a PR a
+# human closed.
+SINK_STATE: Final = "daytwo.sink-state.v1"
+SINK_STATE_SPEC: Final = TopicSpec(SINK_STATE, partitions=8, compacted=True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -196,13 +196,15 @@ def test_body_shows_changes_reasons_evidence_money_and_the_marker() -> None:
     assert "| Memory limit | 1Gi | (unchanged) | — |" in body
     assert "| CPU request | unset | **50m** | new |" in body
     assert "- `cpu-p95-headroom`: CPU request = p95 (300m) x 1.16 headroom." in body
-    assert "- samples: 20,160 covering 7d (2025-06-08 15:06 UTC → 2025-06-15 15:06 UTC)" in body
+    assert (
+        "- data coverage: 20,160 samples covering 7d (2025-06-08 15:06 UTC → 2025-06-15 15:06 UTC)"
+    ) in body
     assert "- CPU usage: p50 120m, p95 300m, peak 900m" in body
-    assert "- memory peak: 401Mi" in body
-    assert "- CPU throttling (worst interval): 12.5% of periods" in body
+    assert "- memory working-set peak: 401Mi" in body
+    assert "- CPU throttling: worst interval 12.5% of periods" in body
     assert "- OOM kills: 0" in body
     assert "confidence **82%**, risk **low**, monthly cost **-$6.17**" in body
-    assert "**Estimated monthly cost change: -$12.34**" in body
+    assert "**Estimated monthly cost change: -$12.34** (all replicas)" in body
     assert body.rstrip().endswith(hash_marker(rec_set["hash"]))
     assert extract_hash(body) == rec_set["hash"]
 
@@ -231,6 +233,7 @@ def test_apply_commits_the_patch_and_the_pr_note_on_the_workload_branch(repo: Gi
         True,
         (MANIFEST_PATH, PR_NOTE_PATH),
         f"committed on {branch}",
+        "committed",
     )
     assert git(root, "status", "--porcelain") == status_before
     assert git(root, "diff", "--name-only", f"main..{branch}").split("\n") == [
@@ -514,7 +517,8 @@ def test_a_jvm_heap_change_lands_in_java_tool_options_with_the_limit(repo: GitRe
 
     patched = repo.read_file_at(result.branch, MANIFEST_PATH)
     assert patched is not None
-    assert '              value: "-Xmx200m"\n' in patched
+    # Quoted or plain is patch.py's choice; the value is what matters here.
+    assert re.search(r'^              value: "?-Xmx200m"?$', patched, flags=re.MULTILINE)
     assert "-Xmx768m" not in patched
     note = repo.read_file_at(result.branch, PR_NOTE_PATH)
     assert note is not None

@@ -1,16 +1,25 @@
 """Render the title and Markdown body of a right-sizing pull request.
 
 A reviewer decides from this text alone whether to merge, so it shows what changes (a
-table per container with the change in percent), why (each rule's sentence), on what
-evidence, how sure daytwo is, the risk and the money. The body ends with a hidden
-marker carrying the recommendation set's hash, so the sink (and later the forges) can
-tell that a PR already says exactly this and skip rewriting it.
+table per container with the change in percent, JVM options included), why (each rule's
+sentence), on what evidence (percentiles, peaks, throttling, OOM kills, GC, coverage,
+drift, a suspected leak), the money (per replica and in total, with the prices used),
+the risk, a chart of usage against the request and limit (:mod:`pipeline.prsink.chart`)
+and a counterfactual: how much of the window's usage the new values would have left
+above the request or the limit. The body ends with a hidden marker carrying the
+recommendation set's hash, so the sink can tell that a PR already says exactly this.
+
+The counterfactual is derived from the percentiles and peaks the recommendation carries
+(a proposed request at or above p95 leaves at most 5% of samples above it), so it gives
+bounds, not exact counts; exact counts need the engine to count samples above the
+proposed values while it still has the window, a field the contract does not have yet.
 
 Pure: no I/O, deterministic for a given recommendation set.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,6 +27,7 @@ from typing import Any
 
 from pipeline.core.quantity import format_cpu, format_memory, round_up_memory
 from pipeline.errors import SinkError
+from pipeline.prsink.chart import charts_markdown
 from pipeline.prsink.locate import WorkloadId
 
 _MARKER_PATTERN = re.compile(r"<!-- daytwo:hash=([0-9a-f]{64}) -->")
@@ -106,7 +116,30 @@ def _container_table(recommendation: Mapping[str, Any]) -> list[str]:
             f"| {label} | {_quantity(before, formatter)} | {shown_after} | "
             f"{_percent_change(before, after)} |"
         )
+    jvm_options = recommendation.get("jvm_options")
+    if isinstance(jvm_options, Mapping) and jvm_options.get("java_tool_options"):
+        previous = jvm_options.get("previous")
+        changed = " ".join(f"`{_cell(str(option))}`" for option in jvm_options.get("changed") or ())
+        lines.append(
+            f"| JVM options (`JAVA_TOOL_OPTIONS`) | "
+            f"{'unknown' if previous is None else _code(str(previous))} | "
+            f"**{_code(str(jvm_options['java_tool_options']))}** | {changed or '—'} |"
+        )
     return lines
+
+
+def _code(text: str) -> str:
+    """Inline code in a table cell (empty text shown as empty quotes)."""
+    shown = _cell(text).replace("`", "'")
+    return f"`{shown}`" if shown else '""'
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.1f}%"
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
 def _evidence_lines(evidence: Mapping[str, Any]) -> list[str]:
@@ -121,7 +154,7 @@ def _evidence_lines(evidence: Mapping[str, Any]) -> list[str]:
                 f" ({_timestamp(evidence.get('first_timestamp'))} → "
                 f"{_timestamp(evidence.get('last_timestamp'))})"
             )
-        lines.append(f"- samples: {int(samples):,}{span}{window}")
+        lines.append(f"- data coverage: {int(samples):,} samples{span}{window}")
     cpu = [
         (name, evidence.get(field))
         for name, field in (("p50", "cpu_p50_cores"), ("p95", "cpu_p95_cores"))
@@ -132,12 +165,255 @@ def _evidence_lines(evidence: Mapping[str, Any]) -> list[str]:
         lines.append("- CPU usage: " + ", ".join(shown_cpu))
     if evidence.get("memory_peak_bytes") is not None:
         peak = round_up_memory(int(evidence["memory_peak_bytes"]))
-        lines.append(f"- memory peak: {format_memory(peak)}")
-    if evidence.get("cpu_throttled_ratio_max") is not None:
-        ratio = float(evidence["cpu_throttled_ratio_max"])
-        lines.append(f"- CPU throttling (worst interval): {ratio * 100:.1f}% of periods")
+        lines.append(f"- memory working-set peak: {format_memory(peak)}")
+    throttled = [
+        f"{label} {_percent(float(evidence[field]))} of periods"
+        for label, field in (
+            ("p95", "cpu_throttled_ratio_p95"),
+            ("worst interval", "cpu_throttled_ratio_max"),
+        )
+        if evidence.get(field) is not None
+    ]
+    if throttled:
+        lines.append("- CPU throttling: " + ", ".join(throttled))
     if evidence.get("oom_kills") is not None:
-        lines.append(f"- OOM kills: {int(evidence['oom_kills'])}")
+        last = evidence.get("last_oom_timestamp")
+        when = f" (last at {_timestamp(float(last))})" if last is not None else ""
+        lines.append(f"- OOM kills: {int(evidence['oom_kills'])}{when}")
+    jvm = evidence.get("jvm")
+    if isinstance(jvm, Mapping):
+        lines.extend(_jvm_lines(jvm))
+    for event in evidence.get("drift") or ():
+        lines.append(_drift_line(event))
+    leak = evidence.get("leak")
+    if isinstance(leak, Mapping):
+        slope = float(leak["slope_per_hour"])
+        lines.append(
+            f"- suspected memory leak: working set climbing "
+            f"{slope / 1024**2:.1f}Mi/h since "
+            f"{_timestamp(float(leak['since']))} (straight-line fit r² {float(leak['r2']):.2f}, "
+            f"+{_percent(float(leak['growth_share']))} over the climb); memory is not raised "
+            "to chase it — look for the leak"
+        )
+    return lines
+
+
+def _jvm_lines(jvm: Mapping[str, Any]) -> list[str]:
+    facts = []
+    if jvm.get("collector"):
+        facts.append(f"{jvm['collector']} collector")
+    facts.append(f"heap set by {jvm.get('heap_sizing', '?')}")
+    if jvm.get("heap_max_bytes") is not None:
+        facts.append(
+            f"max heap in force {format_memory(round_up_memory(int(jvm['heap_max_bytes'])))}"
+        )
+    if jvm.get("samples") is not None:
+        facts.append(f"{int(jvm['samples']):,} JVM samples")
+    lines = ["- JVM: " + ", ".join(facts)]
+    gc = [
+        f"{label} {_percent(float(jvm[field]))}"
+        for label, field in (("p95", "gc_overhead_p95_ratio"), ("worst", "gc_overhead_max_ratio"))
+        if jvm.get(field) is not None
+    ]
+    if gc:
+        lines.append("- GC overhead (pause time / wall time): " + ", ".join(gc))
+    pauses = [
+        f"{label} {_seconds(float(jvm[field]))}"
+        for label, field in (("p99", "gc_pause_p99_seconds"), ("longest", "gc_pause_max_seconds"))
+        if jvm.get(field) is not None
+    ]
+    if pauses:
+        lines.append("- GC pauses: " + ", ".join(pauses))
+    if jvm.get("live_set_peak_bytes") is not None:
+        live = format_memory(round_up_memory(int(jvm["live_set_peak_bytes"])))
+        lines.append(f"- live set after GC (peak): {live}")
+    non_heap = jvm.get("non_heap")
+    if isinstance(non_heap, Mapping):
+        defaults = list(non_heap.get("defaults") or ())
+        note = f" (defaults used for {', '.join(defaults)})" if defaults else " (all measured)"
+        lines.append(
+            f"- non-heap estimate: {format_memory(round_up_memory(int(non_heap['total_bytes'])))}"
+            f"{note}"
+        )
+    return lines
+
+
+_DRIFT_UNITS: dict[str, Callable[[float], str]] = {
+    "cpu": format_cpu,
+    "memory": lambda v: format_memory(round_up_memory(v)),
+    "gc_overhead": _percent,
+    "throttling": _percent,
+}
+
+
+def _plain_number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _drift_line(event: Mapping[str, Any]) -> str:
+    signal = str(event["signal"])
+    unit = _DRIFT_UNITS.get(signal, _plain_number)
+    verb = "rose" if event["direction"] == "up" else "fell"
+    return (
+        f"- drift: {signal.replace('_', ' ')} {verb} from {unit(float(event['level_before']))} "
+        f"to {unit(float(event['level_after']))} since {_timestamp(float(event['regime_start']))} "
+        f"({event['detector']}, detected {_timestamp(float(event['detected_at']))}); the window "
+        "weighs the new level"
+    )
+
+
+def _cost_lines(recommendation: Mapping[str, Any]) -> list[str]:
+    delta = recommendation.get("monthly_cost_delta_usd")
+    cost = (recommendation.get("evidence") or {}).get("cost")
+    if not isinstance(cost, Mapping):
+        return [] if delta is None else [f"- {_usd(float(delta))} a month in total"]
+    replicas = int(cost["replicas"])
+    pool = cost.get("node_pool")
+    lines = [
+        f"- per replica: {_usd(float(cost['monthly_per_replica_usd']))} a month",
+        f"- replicas: {replicas}",
+    ]
+    if delta is not None:
+        lines.append(f"- total: **{_usd(float(delta))} a month**")
+    lines.append(
+        f"- prices: ${float(cost['cpu_core_hour_usd']):.6g} per vCPU-hour, "
+        f"${float(cost['memory_gib_hour_usd']):.6g} per GiB-hour, 730 h a month"
+        + (f", node pool `{_cell(str(pool))}`" if pool else " (default prices)")
+    )
+    return lines
+
+
+def _effective(recommendation: Mapping[str, Any], field: str) -> float | None:
+    """The value after the PR: the proposal, else the value in force."""
+    value = (recommendation.get("recommended") or {}).get(field)
+    if value is None:
+        value = (recommendation.get("current") or {}).get(field)
+    return float(value) if value is not None else None
+
+
+def share_above(
+    value: float, p50: float | None, p95: float | None, peak: float | None
+) -> tuple[str, float | None]:
+    """How much of the window's usage lies above ``value``, from the percentiles alone.
+
+    Returns (words, upper bound as a share, or None when only a lower bound is known).
+    A value at or above the peak leaves no sample above it; at or above p95, at most
+    5%; at or above p50, at most 50%; below p50, more than half.
+    """
+    if peak is not None and value >= peak:
+        return "no sample", 0.0
+    if p95 is not None and value >= p95:
+        return "at most 5% of samples", 0.05
+    if p50 is not None and value >= p50:
+        return "between 5% and 50% of samples" if p95 is not None else "at most 50% of samples", 0.5
+    if p50 is not None:
+        return "more than half of the samples", None
+    if peak is not None:
+        return "some samples (the peak is above it)", None
+    return "an unknown share of samples", None
+
+
+def _bounded_count(share: float | None, samples: int | None) -> str:
+    if share is None or samples is None or share == 0.0:
+        return ""
+    return f" (≤ {math.floor(share * samples):,} of {samples:,})"
+
+
+def counterfactual_lines(recommendation: Mapping[str, Any]) -> list[str]:
+    """With the new values, how much of the window would have been above request / limit.
+
+    Why bounds and not counts: the recommendation carries percentiles and peaks, not
+    the samples; the sentences say which percentile each bound comes from.
+    """
+    evidence: Mapping[str, Any] = recommendation.get("evidence") or {}
+    samples = evidence.get("samples")
+    count = int(samples) if isinstance(samples, int) else None
+    p50 = evidence.get("cpu_p50_cores")
+    p95 = evidence.get("cpu_p95_cores")
+    cpu_peak = evidence.get("cpu_max_cores")
+    lines: list[str] = []
+    has_cpu = any(v is not None for v in (p50, p95, cpu_peak))
+    for label, field, consequence in (
+        ("CPU request", "cpu_request_cores", "would have used more CPU than requested"),
+        (
+            "CPU limit",
+            "cpu_limit_cores",
+            "would have averaged above the limit (throttling inside a sample interval "
+            "does not show in these statistics)",
+        ),
+    ):
+        value = _effective(recommendation, field)
+        if value is None or not has_cpu:
+            continue
+        words, share = share_above(
+            value,
+            None if p50 is None else float(p50),
+            None if p95 is None else float(p95),
+            None if cpu_peak is None else float(cpu_peak),
+        )
+        lines.append(
+            f"- {label} {format_cpu(value)}: {words}{_bounded_count(share, count)} {consequence}"
+        )
+    memory_peak = evidence.get("memory_peak_bytes")
+    if memory_peak is not None:
+        peak = int(memory_peak)
+        for label, field, none_above, peak_above in (
+            ("memory request", "memory_request_bytes", "above the request", "above the request"),
+            (
+                "memory limit",
+                "memory_limit_bytes",
+                "reaching the limit, so no OOM kill",
+                "at the limit: an OOM kill",
+            ),
+        ):
+            value = _effective(recommendation, field)
+            if value is None:
+                continue
+            shown = format_memory(int(value))
+            peak_text = format_memory(round_up_memory(peak))
+            if value > peak:
+                margin = format_memory(round_up_memory(value - peak))
+                lines.append(
+                    f"- {label} {shown}: no sample {none_above} (the working-set peak "
+                    f"{peak_text} stays {margin} below it)"
+                )
+            else:
+                lines.append(
+                    f"- {label} {shown}: at least the peak sample ({peak_text}) would have "
+                    f"been {peak_above}"
+                )
+    if lines:
+        lines.append(
+            "- _Derived from the window's percentiles and peaks (weighted toward recent "
+            "samples), so these are bounds, not a per-sample replay._"
+        )
+    return lines
+
+
+def _risk_lines(recommendation: Mapping[str, Any]) -> list[str]:
+    risk = str(recommendation.get("risk", "unknown"))
+    confidence = recommendation.get("confidence")
+    sure = f" at confidence {float(confidence) * 100:.0f}%" if confidence is not None else ""
+    lines = [f"- **{risk}**{sure}"]
+    evidence: Mapping[str, Any] = recommendation.get("evidence") or {}
+    peak = evidence.get("memory_peak_bytes")
+    limit = _effective(recommendation, "memory_limit_bytes")
+    if peak is not None and limit is not None and limit < 1.1 * float(peak):
+        lines.append(
+            f"- the memory limit {format_memory(int(limit))} leaves less than 10% above the "
+            "observed working-set peak: an unseen spike can end in an OOM kill"
+        )
+    request = _effective(recommendation, "cpu_request_cores")
+    p95 = evidence.get("cpu_p95_cores")
+    if request is not None and p95 is not None and request < float(p95):
+        lines.append(
+            f"- the CPU request {format_cpu(request)} is below usage p95 "
+            f"{format_cpu(float(p95))}: the pod relies on idle node capacity at busy times"
+        )
+    if evidence.get("leak"):
+        lines.append("- memory is climbing like a leak; the proposal does not follow it up")
+    if int(evidence.get("oom_kills") or 0) > 0:
+        lines.append("- the container was OOM-killed within the window")
     return lines
 
 
@@ -187,45 +463,52 @@ def render_body(rec_set: Mapping[str, Any]) -> str:
         f"daytwo proposes new resource settings for `{rec_set['workload']}` "
         f"({len(recommendations)} container{'s' if len(recommendations) != 1 else ''}).",
         "",
-        f"**Estimated monthly cost change: {_usd(total_delta)}**",
+        f"**Estimated monthly cost change: {_usd(total_delta)}** (all replicas)",
         "",
     ]
     for recommendation in recommendations:
-        profile = recommendation.get("profile")
-        confidence = recommendation.get("confidence")
-        lines.append(f"### Container `{recommendation['container']}`")
-        lines.append("")
-        facts = []
-        if profile:
-            facts.append(f"profile **{profile}**")
-        if confidence is not None:
-            facts.append(f"confidence **{float(confidence) * 100:.0f}%**")
-        facts.append(f"risk **{recommendation.get('risk', 'unknown')}**")
-        delta = recommendation.get("monthly_cost_delta_usd")
-        if delta is not None:
-            facts.append(f"monthly cost **{_usd(float(delta))}**")
-        lines.extend([", ".join(facts), ""])
-        lines.extend(_container_table(recommendation))
-        rules: Sequence[Mapping[str, Any]] = recommendation.get("rules") or ()
-        if rules:
-            lines.extend(["", "Why:", ""])
-            lines.extend(
-                f"- `{rule['id']}`: {' '.join(str(rule['text']).split())}" for rule in rules
-            )
-        evidence_lines = _evidence_lines(recommendation.get("evidence") or {})
-        if evidence_lines:
-            lines.extend(["", "Evidence:", ""])
-            lines.extend(evidence_lines)
-        lines.append("")
+        lines.extend(_container_section(recommendation))
     lines.extend(
         [
             "Values marked (unchanged) are left as they are in the manifest. "
-            "Merge to apply; close to dismiss.",
+            "Merge to apply; close to dismiss (daytwo reopens only when the recommendation "
+            "changes materially).",
             "",
             hash_marker(str(rec_set["hash"])),
         ]
     )
     return "\n".join(lines)
+
+
+def _container_section(recommendation: Mapping[str, Any]) -> list[str]:
+    facts = []
+    if recommendation.get("profile"):
+        facts.append(f"profile **{recommendation['profile']}**")
+    if recommendation.get("confidence") is not None:
+        facts.append(f"confidence **{float(recommendation['confidence']) * 100:.0f}%**")
+    facts.append(f"risk **{recommendation.get('risk', 'unknown')}**")
+    delta = recommendation.get("monthly_cost_delta_usd")
+    if delta is not None:
+        facts.append(f"monthly cost **{_usd(float(delta))}**")
+    lines = [f"### Container `{recommendation['container']}`", "", ", ".join(facts), ""]
+    lines.extend(_container_table(recommendation))
+    rules: Sequence[Mapping[str, Any]] = recommendation.get("rules") or ()
+    sections: list[tuple[str, list[str]]] = [
+        (
+            "Why",
+            [f"- `{rule['id']}`: {' '.join(str(rule['text']).split())}" for rule in rules],
+        ),
+        ("Evidence", _evidence_lines(recommendation.get("evidence") or {})),
+        ("Cost", _cost_lines(recommendation)),
+        ("Risk", _risk_lines(recommendation)),
+        ("With the new values over the same window", counterfactual_lines(recommendation)),
+        ("Usage against request and limit", charts_markdown(recommendation)),
+    ]
+    for heading, body in sections:
+        if body:
+            lines.extend(["", f"**{heading}**", "", *body])
+    lines.append("")
+    return lines
 
 
 def render_pr(rec_set: Mapping[str, Any]) -> tuple[str, str]:

@@ -10,19 +10,31 @@ current branch are never touched, and a branch ref is moved with a compare-and-s
 (``update-ref <new> <old>``) so a concurrent writer is detected, not overwritten. The
 bot's commits run no hooks and are not GPG-signed (a bot has no key; review happens in
 the PR).
+
+Talking to a remote (:meth:`GitRepo.open_clone`, :meth:`GitRepo.fetch`,
+:meth:`GitRepo.push`): the sink keeps a bare clone of its own. An https token never goes
+into a URL or an argument list (both show up in ``ps``, logs and ``.git/config``): git
+asks a tiny ``GIT_ASKPASS`` script, which echoes the token from the child's environment,
+and the user's credential helpers are switched off so nothing stores it. Pushes use
+``--force-with-lease`` with the exact remote head the sink checked, so a human's push in
+between is never overwritten.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from pipeline.errors import SinkError
+from pipeline.prsink.forge import Secret, redact
 
 _ZERO_SHA = "0" * 40
 # Variables that would point git at another repository or index than ours.
@@ -45,6 +57,63 @@ class CommitAuthor:
     email: str = "daytwo@localhost"
 
 
+@dataclass(frozen=True)
+class GitCredentials:
+    """How git authenticates to an https remote: a user name and a token source.
+
+    ``token`` is called for every remote command, so an expiring GitHub App
+    installation token is refreshed the same way the forge client refreshes it.
+    GitHub takes ``x-access-token`` as the user name for App and personal tokens,
+    GitLab ``oauth2``.
+    """
+
+    username: str
+    token: Callable[[], Secret]
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One commit's identities and daytwo trailer, enough to tell the bot's from a human's."""
+
+    sha: str
+    author_email: str
+    committer_email: str
+    set_hash: str | None
+
+    def is_by(self, email: str) -> bool:
+        """Authored and committed with ``email`` and carrying daytwo's trailer."""
+        wanted = email.casefold()
+        return (
+            self.author_email.casefold() == wanted
+            and self.committer_email.casefold() == wanted
+            and self.set_hash is not None
+        )
+
+
+#: The trailer every bot commit carries: which recommendation set it proposes.
+SET_TRAILER = "Daytwo-Recommendation-Set"
+
+# Answers git's "Username for ...:" / "Password for ...:" prompts from the environment
+# of the git child process; holds no secret itself.
+_ASKPASS_SCRIPT = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$DAYTWO_ASKPASS_USERNAME" ;;
+  *) printf '%s\\n' "$DAYTWO_ASKPASS_TOKEN" ;;
+esac
+"""
+
+
+def check_remote_url(url: str) -> str:
+    """``url`` if it carries no password; a token belongs in the environment, not a URL."""
+    parts = urlsplit(url)
+    if parts.scheme and parts.password:
+        raise SinkError(
+            f"the GitOps remote URL for {parts.hostname} has a password or token in it; "
+            "remove it and set the token's environment variable or file instead"
+        )
+    return url
+
+
 def _checked_relative_path(path: str) -> PurePosixPath:
     relative = PurePosixPath(path)
     if (
@@ -62,9 +131,43 @@ def _checked_relative_path(path: str) -> PurePosixPath:
 class GitRepo:
     """One local git repository, driven through the ``git`` executable."""
 
-    def __init__(self, path: Path, *, git: str = "git") -> None:
+    def __init__(
+        self, path: Path, *, git: str = "git", credentials: GitCredentials | None = None
+    ) -> None:
         self.path = Path(path)
         self.git = git
+        self.credentials = credentials
+        self._askpass: Path | None = None
+        self._secret_values: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"GitRepo({str(self.path)!r})"
+
+    def _askpass_script(self) -> Path:
+        if self._askpass is None:
+            directory = Path(tempfile.mkdtemp(prefix="daytwo-askpass-"))
+            weakref.finalize(self, shutil.rmtree, directory, True)
+            script = directory / "askpass.sh"
+            script.write_text(_ASKPASS_SCRIPT, encoding="utf-8")
+            script.chmod(stat.S_IRWXU)
+            self._askpass = script
+        return self._askpass
+
+    def _credential_environment(self) -> dict[str, str]:
+        """Askpass wiring for remote commands; empty without credentials."""
+        if self.credentials is None:
+            return {}
+        secret = self.credentials.token().reveal()
+        self._secret_values = (secret,)
+        return {
+            "GIT_ASKPASS": str(self._askpass_script()),
+            "DAYTWO_ASKPASS_USERNAME": self.credentials.username,
+            "DAYTWO_ASKPASS_TOKEN": secret,
+            # An empty credential.helper resets the user's helpers: nothing stores the token.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "credential.helper",
+            "GIT_CONFIG_VALUE_0": "",
+        }
 
     def _environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         environment = {
@@ -98,7 +201,9 @@ class GitRepo:
         except OSError as error:
             raise SinkError(f"cannot run {self.git!r}: {error}") from error
         if check and completed.returncode != 0:
-            stderr = completed.stderr.decode("utf-8", "replace").strip()
+            stderr = redact(
+                completed.stderr.decode("utf-8", "replace").strip(), *self._secret_values
+            )
             raise SinkError(
                 f"git {' '.join(arguments)} failed in {cwd or self.path} "
                 f"(exit {completed.returncode}): {stderr}"
@@ -224,7 +329,51 @@ class GitRepo:
         this content there (no empty commits). The work happens in a temporary linked
         worktree that is always removed.
         """
-        relative_paths = {path: _checked_relative_path(path) for path in files}
+        self._check_branch_name(branch)
+        exists = self.branch_exists(branch)
+        start = self.resolve(f"refs/heads/{branch}" if exists else base)
+        sha = self._commit_in_worktree(
+            start,
+            files,
+            message=message,
+            author=CommitAuthor(author_name, author_email),
+            signoff=signoff,
+        )
+        if sha is None:
+            return None
+        expected_old = start if exists else _ZERO_SHA
+        self.run("update-ref", "-m", "daytwo sink", f"refs/heads/{branch}", sha, expected_old)
+        return sha
+
+    def commit_on_base(
+        self,
+        branch: str,
+        base: str,
+        files: Mapping[str, str],
+        *,
+        message: str,
+        author: CommitAuthor,
+        signoff: bool = True,
+    ) -> str | None:
+        """One fresh commit of ``files`` on top of ``base``, set as the local ``branch``.
+
+        Why not on the branch's tip: a PR bot's branch is rebuilt on the current base for
+        every new proposal (one commit, no merge conflicts with a base that moved on), and
+        then force-pushed. Returns None, moving nothing, when ``base`` already has exactly
+        this content.
+        """
+        self._check_branch_name(branch)
+        start = self.resolve(base)
+        sha = self._commit_in_worktree(
+            start, files, message=message, author=author, signoff=signoff
+        )
+        if sha is None:
+            return None
+        old = self.resolve_optional(f"refs/heads/{branch}") or _ZERO_SHA
+        self.run("update-ref", "-m", "daytwo sink", f"refs/heads/{branch}", sha, old)
+        return sha
+
+    def _check_branch_name(self, branch: str) -> None:
         if self.run("check-ref-format", "--branch", branch, check=False).returncode != 0:
             raise SinkError(f"{branch!r} is not a valid branch name")
         checked_out = self._checked_out_at(branch)
@@ -233,13 +382,23 @@ class GitRepo:
                 f"branch {branch} is checked out in {checked_out}; switch that checkout to "
                 "another branch so the sink can update it"
             )
-        exists = self.branch_exists(branch)
-        start = self.resolve(f"refs/heads/{branch}" if exists else base)
+
+    def _commit_in_worktree(
+        self,
+        start: str,
+        files: Mapping[str, str],
+        *,
+        message: str,
+        author: CommitAuthor,
+        signoff: bool,
+    ) -> str | None:
+        """Commit ``files`` on top of ``start`` in a scratch worktree; None if nothing changes."""
+        relative_paths = {path: _checked_relative_path(path) for path in files}
         identity = {
-            "GIT_AUTHOR_NAME": author_name,
-            "GIT_AUTHOR_EMAIL": author_email,
-            "GIT_COMMITTER_NAME": author_name,
-            "GIT_COMMITTER_EMAIL": author_email,
+            "GIT_AUTHOR_NAME": author.name,
+            "GIT_AUTHOR_EMAIL": author.email,
+            "GIT_COMMITTER_NAME": author.name,
+            "GIT_COMMITTER_EMAIL": author.email,
         }
         scratch = Path(tempfile.mkdtemp(prefix="daytwo-sink-"))
         hooks = scratch / "no-hooks"
@@ -271,19 +430,122 @@ class GitRepo:
             if signoff:
                 commit_arguments.append("--signoff")
             self.run(*commit_arguments, cwd=worktree, env=identity)
-            sha = self._text("-C", str(worktree), "rev-parse", "HEAD")
-            expected_old = start if exists else _ZERO_SHA
-            self.run(
-                "update-ref",
-                "-m",
-                "daytwo sink",
-                f"refs/heads/{branch}",
-                sha,
-                expected_old,
-            )
-            return sha
+            return self._text("-C", str(worktree), "rev-parse", "HEAD")
         finally:
             if added:
                 self.run("worktree", "remove", "--force", str(worktree), check=False)
             shutil.rmtree(scratch, ignore_errors=True)
             self.run("worktree", "prune", check=False)
+
+    # -- remotes
+
+    @classmethod
+    def open_clone(
+        cls,
+        remote_url: str,
+        path: Path,
+        *,
+        remote: str = "origin",
+        credentials: GitCredentials | None = None,
+        git: str = "git",
+    ) -> GitRepo:
+        """The sink's own bare clone of ``remote_url`` at ``path``, created if missing.
+
+        Why bare and the sink's own: the sink never needs a checkout (it commits in
+        scratch worktrees), and a clone nobody works in cannot have local edits or a
+        checked-out daytwo branch. Call :meth:`fetch` before reading refs.
+        """
+        check_remote_url(remote_url)
+        path = Path(path)
+        repo = cls(path, git=git, credentials=credentials)
+        if path.exists() and any(path.iterdir()):
+            if repo.run("rev-parse", "--git-dir", check=False).returncode != 0:
+                raise SinkError(f"{path} exists and is not a git repository; empty it or move it")
+            if repo.run("remote", "get-url", remote, check=False).returncode == 0:
+                repo.run("remote", "set-url", remote, remote_url)
+            else:
+                repo.run("remote", "add", remote, remote_url)
+            return repo
+        path.mkdir(parents=True, exist_ok=True)
+        repo.run("init", "--bare", "--quiet")
+        repo.run("remote", "add", remote, remote_url)
+        return repo
+
+    def _remote_environment(self) -> dict[str, str]:
+        return self._credential_environment()
+
+    def fetch(self, remote: str = "origin") -> None:
+        """Bring every remote branch into ``refs/remotes/<remote>/``; deleted ones go."""
+        self.run(
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--no-tags",
+            remote,
+            f"+refs/heads/*:refs/remotes/{remote}/*",
+            env=self._remote_environment(),
+        )
+
+    def remote_default_branch(self, remote: str = "origin") -> str:
+        """The branch the remote's HEAD names (what the GitOps tool deploys, as a rule)."""
+        output = self.run(
+            "ls-remote", "--symref", remote, "HEAD", env=self._remote_environment()
+        ).stdout.decode("utf-8", "replace")
+        for line in output.splitlines():
+            if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+                return line.removeprefix("ref: refs/heads/").removesuffix("\tHEAD")
+        raise SinkError(f"cannot tell the default branch of remote {remote!r}: pass a base branch")
+
+    def resolve_optional(self, ref: str) -> str | None:
+        """The commit ``ref`` points at, or None when there is no such ref."""
+        completed = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        return completed.stdout.decode().strip() if completed.returncode == 0 else None
+
+    def commits_between(self, base: str, head: str) -> list[CommitInfo]:
+        """Commits reachable from ``head`` but not from ``base``, newest first."""
+        output = self._text(
+            "log",
+            "-z",
+            f"--format=%H%x1f%ae%x1f%ce%x1f%(trailers:key={SET_TRAILER},valueonly,separator=%x20)",
+            f"{base}..{head}",
+        )
+        commits = []
+        for record in output.split("\0"):
+            if not record.strip():
+                continue
+            sha, author_email, committer_email, trailer = record.strip("\n").split("\x1f")
+            hashes = trailer.split()
+            commits.append(
+                CommitInfo(sha, author_email, committer_email, hashes[-1] if hashes else None)
+            )
+        return commits
+
+    def push(self, branch: str, sha: str, *, expected: str | None, remote: str = "origin") -> bool:
+        """Set the remote's ``branch`` to ``sha`` if, and only if, it is now at ``expected``.
+
+        ``expected`` None means the branch must not exist yet. Returns False when the
+        remote moved since the caller looked (someone pushed: fetch and decide again);
+        any other failure is a SinkError. A forced update happens only through this lease.
+        """
+        lease = f"refs/heads/{branch}:{expected or ''}"
+        completed = self.run(
+            "push",
+            "--porcelain",
+            "--no-verify",
+            f"--force-with-lease={lease}",
+            remote,
+            f"{sha}:refs/heads/{branch}",
+            env=self._remote_environment(),
+            check=False,
+        )
+        if completed.returncode == 0:
+            return True
+        report = completed.stdout.decode("utf-8", "replace") + completed.stderr.decode(
+            "utf-8", "replace"
+        )
+        if "stale info" in report or "fetch first" in report or "non-fast-forward" in report:
+            return False
+        raise SinkError(
+            f"git push of {branch} to {remote} failed (exit {completed.returncode}): "
+            + redact(report.strip(), *self._secret_values)
+        )
