@@ -296,9 +296,25 @@ def _csv_value(name: str, value: object) -> float | int | None:
 
 
 def _table(decisions: list[tuple[ContainerSeries, Decision]], profile: Profile) -> str:
-    table = Table(title=f"daytwo recommendations (profile {profile.name})")
-    for header in ("container", "CPU request", "memory limit", "$/month", "risk", "decision"):
-        table.add_column(header)
+    table = Table(title=f"daytwo recommendations (profile {profile.name})", show_footer=True)
+    total = 0.0
+    for _, decision in decisions:
+        delta = (
+            None
+            if decision.recommendation is None
+            else decision.recommendation.get("monthly_cost_delta_usd")
+        )
+        if isinstance(delta, int | float):
+            total += delta
+    for header, footer in (
+        ("container", "total"),
+        ("CPU request", ""),
+        ("memory limit", ""),
+        ("$/month", f"{total:+.2f}"),
+        ("risk", ""),
+        ("decision", ""),
+    ):
+        table.add_column(header, footer=footer)
     for one, decision in decisions:
         key = f"{one.workload}:{one.container}"
         recommendation = decision.recommendation

@@ -305,6 +305,17 @@ class LeakEvidence(Contract):
     growth_share: Annotated[float, Field(ge=0, le=1000)]
 
 
+class CounterfactualEvidence(Contract):
+    """The history against the values in force and the recommended ones (counterfactual)."""
+
+    cpu_above_request_share_current: Ratio | None = None
+    cpu_above_request_share_recommended: Ratio | None = None
+    cpu_at_limit_share_current: Ratio | None = None
+    cpu_at_limit_share_recommended: Ratio | None = None
+    memory_peaks_above_limit_current: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    memory_peaks_above_limit_recommended: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+
 class CostEvidence(Contract):
     """How the monthly cost delta was computed (cost-evidence)."""
 
@@ -352,6 +363,7 @@ class Evidence(Contract):
     jvm: JvmEvidence | None = None
     drift: Annotated[tuple[DriftEvidence, ...], Field(max_length=4)] | None = None
     leak: LeakEvidence | None = None
+    counterfactual: CounterfactualEvidence | None = None
     cost: CostEvidence | None = None
 
 

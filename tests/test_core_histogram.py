@@ -256,3 +256,24 @@ def test_from_state_names_a_missing_field() -> None:
 
 def test_module_examples_run() -> None:
     assert doctest.testmod(histogram_module).failed == 0
+
+
+@given(
+    values=st.lists(st.floats(min_value=0.0, max_value=50.0), min_size=1, max_size=200),
+    threshold=st.floats(min_value=0.0, max_value=60.0),
+)
+def test_share_above_is_an_upper_bound_within_one_bucket(
+    values: list[float], threshold: float
+) -> None:
+    histogram = DecayingHistogram(0.001, 1.05, 100.0, 365 * 86400.0)
+    for value in values:
+        histogram.add(value, 1.0, 0.0)
+    true_share = sum(1 for v in values if v > threshold) / len(values)
+    assert histogram.share_above(threshold) >= true_share - 1e-12
+    # ... and counts nothing from buckets that lie wholly at or below the threshold.
+    loose = sum(1 for v in values if v > threshold / 1.05 - 0.001) / len(values)
+    assert histogram.share_above(threshold) <= loose + 1e-12
+
+
+def test_share_above_of_an_empty_histogram_is_zero() -> None:
+    assert DecayingHistogram(0.001, 1.05, 100.0, 3600.0).share_above(0.5) == 0.0

@@ -959,7 +959,7 @@ def test_no_recommendation_undersizes_the_jvm_or_cuts_cpu_under_pressure(
     # The skeleton's property still holds: CPU ≥ p95 x (1 + headroom) (or the highest
     # usage seen, if that is lower: cpu-request-capped-at-max), memory ≥ peak x 1.15.
     cpus = [s[0] for s in steps]
-    highest = round_up_cpu(max(max(cpus), NO_DECAY.cpu_floor_cores))
+    highest = round_up_cpu(max(*cpus, NO_DECAY.cpu_floor_cores))
     wanted = quantile(cpus, 0.95) * (1 + NO_DECAY.cpu_headroom)
     assert cpu_request >= min(wanted, highest) * (1 - 1e-12)
     assert memory >= max(s[1] for s in steps) * 1.15

@@ -362,7 +362,7 @@ def test_recommendation_covers_p95_and_peak_with_headroom(
     # never lifts a request above it (rule cpu-request-capped-at-max).
     factor = 1 + NO_DECAY.cpu_headroom
     p95 = empirical_quantile(cpu, 0.95)
-    highest = round_up_cpu(max(max(cpu), NO_DECAY.cpu_floor_cores))
+    highest = round_up_cpu(max(*cpu, NO_DECAY.cpu_floor_cores))
     assert cpu_request >= min(p95 * factor, highest) * (1 - 1e-12)
     # ... and at most one histogram bucket (ratio 1.05 plus the 1m first bucket) above it,
     # measured at a slightly higher percentile so that decay cannot tip a tie.
@@ -374,3 +374,31 @@ def test_recommendation_covers_p95_and_peak_with_headroom(
     assert memory_limit >= peak * 1.15
     assert memory_limit <= max(peak * 1.15, 64 * MIB) + MIB
     assert new["memory_request_bytes"] == memory_limit
+
+
+def test_the_counterfactual_replays_the_history_against_both_values() -> None:
+    # A day of one-minute samples: CPU 0.2 cores, and 1.0 cores for 2.5% of the minutes;
+    # memory 300Mi with one 700Mi peak. In force: request 0.1 cores, limit 0.5, 512Mi.
+    cpu = [1.0 if i % 40 == 0 else 0.2 for i in range(1440)]
+    memory = [700 * MIB if i == 700 else 300 * MIB for i in range(1440)]
+    window = window_of(FEW, cpu, memory, step=60.0)
+    current = CurrentResources(
+        cpu_request_cores=0.1,
+        cpu_limit_cores=0.5,
+        memory_request_bytes=512 * MIB,
+        memory_limit_bytes=512 * MIB,
+    )
+    rec = rec_for(window, current=current, now=T0 + 90000.0)
+    evidence = rec["evidence"]
+    assert isinstance(evidence, dict)
+    counterfactual = evidence["counterfactual"]
+    assert isinstance(counterfactual, dict)
+    # Today every minute is above the 0.1 request, and the bursts sit at the 0.5 limit.
+    assert counterfactual["cpu_above_request_share_current"] == pytest.approx(1.0)
+    assert counterfactual["cpu_at_limit_share_current"] == pytest.approx(0.025, abs=0.001)
+    # The recommendation covers p95 (0.2 cores + headroom): only the bursts are above it.
+    assert counterfactual["cpu_above_request_share_recommended"] == pytest.approx(0.025, abs=1e-3)
+    # The 700Mi peak was above the 512Mi limit in force (an OOM kill), not above the new one.
+    assert counterfactual["memory_peaks_above_limit_current"] == 1
+    assert counterfactual["memory_peaks_above_limit_recommended"] == 0
+    Recommendation.model_validate(rec)

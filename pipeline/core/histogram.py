@@ -187,6 +187,18 @@ class DecayingHistogram:
             if weight * factor > heaviest * _PRUNE_RELATIVE_WEIGHT
         }
 
+    def share_above(self, value: float) -> float:
+        """Upper bound of the (decayed) weight share of values above ``value``, in [0, 1].
+
+        Every bucket that can hold a value above ``value`` counts in full, so the answer
+        is never below the true share. 0.0 for an empty histogram.
+        """
+        if not self._weights:
+            return 0.0
+        total = self.total_weight
+        above = math.fsum(w for i, w in self._weights.items() if self.bucket_end(i) > value)
+        return min(1.0, above / total) if total > 0 else 0.0
+
     def percentile(self, p: float) -> float:
         """Upper boundary of the bucket holding the weighted ``p``-quantile (``0 ≤ p ≤ 1``).
 

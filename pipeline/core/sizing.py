@@ -415,13 +415,14 @@ def _assemble(
         "rules": rules,
         "evidence": _evidence(window, peak, jvm_evidence_object)
         | {
+            "counterfactual": _counterfactual(window, current, recommended, peak),
             "cost": {
                 "cpu_core_hour_usd": prices.cpu_core_hour_usd,
                 "memory_gib_hour_usd": prices.memory_gib_hour_usd,
                 "replicas": replicas,
                 "monthly_per_replica_usd": round(cost / replicas, 2),
                 "node_pool": node_pool,
-            }
+            },
         },
         "monthly_cost_delta_usd": round(cost, 2),
         "confidence": _confidence(window, profile),
@@ -817,6 +818,38 @@ def _evidence(
         "jvm": jvm,
         "drift": window.drift_evidence() or None,
         "leak": None if (leak := window.leak()) is None else leak.to_dict(),
+    }
+
+
+def _counterfactual(
+    window: ContainerWindow,
+    current: CurrentResources,
+    recommended: CurrentResources,
+    peak: int | None,
+) -> dict[str, object]:
+    """What the history would have looked like under the values in force and proposed.
+
+    CPU shares are upper bounds of the share of (decayed, so recent-weighted) sample time
+    whose usage was above the request, or at the limit (where CFS throttles); memory is
+    the number of stored interval peaks above the limit (every interval that can still be
+    the history's maximum; 0 means the limit is above every peak in the history).
+    """
+
+    def cpu_share(value: float | None) -> float | None:
+        return None if value is None else round(window.cpu.share_above(value), 6)
+
+    def peaks_above(limit: int | None) -> int | None:
+        if limit is None or peak is None:
+            return None
+        return sum(1 for _, value in window.memory_peaks if value > limit)
+
+    return {
+        "cpu_above_request_share_current": cpu_share(current.cpu_request_cores),
+        "cpu_above_request_share_recommended": cpu_share(recommended.cpu_request_cores),
+        "cpu_at_limit_share_current": cpu_share(current.cpu_limit_cores),
+        "cpu_at_limit_share_recommended": cpu_share(recommended.cpu_limit_cores),
+        "memory_peaks_above_limit_current": peaks_above(current.memory_limit_bytes),
+        "memory_peaks_above_limit_recommended": peaks_above(recommended.memory_limit_bytes),
     }
 
 
