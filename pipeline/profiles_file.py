@@ -96,6 +96,13 @@ class ProfileResolver:
         """See :meth:`ProfileCatalog.for_workload`; with the overrides applied."""
         return self._apply(self.catalog.for_workload(workload, annotations))
 
+    def for_spec(self, workload: str, spec_profile: str | None) -> Profile:
+        """The profile a workload spec names (the inventory resolved the annotation and
+        the namespace default), else the catalog's assignment for the workload id."""
+        if spec_profile is None:
+            return self.for_workload(workload)
+        return self._apply(self.catalog.get(spec_profile))
+
     def _apply(self, base: Profile) -> Profile:
         resolved = self._resolved.get(base.name)
         if resolved is None:

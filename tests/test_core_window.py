@@ -256,12 +256,13 @@ def test_a_week_of_ten_second_samples_serialises_under_4_kb() -> None:
 
 def test_state_is_versioned_json() -> None:
     # Issue 3 bumped the state to version 2 (JVM state, throttling p95, last OOM time),
-    # issue 4 to version 3 (regime start, last proposal) and 4 (drift detectors).
+    # issue 4 to version 3 (regime start, last proposal), 4 (drift detectors) and 5
+    # (workload spec).
     window = fed(BALANCED, [sample(T0)])
     state = orjson.loads(window.to_bytes())
-    assert state["v"] == 4
-    state["v"] = 5
-    with pytest.raises(WindowStateError, match="version 5"):
+    assert state["v"] == 5
+    state["v"] = 6
+    with pytest.raises(WindowStateError, match="version 6"):
         ContainerWindow.from_bytes(orjson.dumps(state))
     del state["v"]
     with pytest.raises(WindowStateError, match="version None"):
@@ -293,6 +294,7 @@ def test_a_version_1_checkpoint_is_still_read() -> None:
             "proposed",
             "drift_sens",
             "drift",
+            "spec",
         }
     }
     v1["v"] = 1
@@ -307,7 +309,7 @@ def test_a_version_1_checkpoint_is_still_read() -> None:
     )
     assert restored.throttling is not None
     assert restored.throttling.is_empty
-    assert orjson.loads(restored.to_bytes())["v"] == 4
+    assert orjson.loads(restored.to_bytes())["v"] == 5
 
 
 def test_a_version_2_checkpoint_is_still_read() -> None:
@@ -319,7 +321,7 @@ def test_a_version_2_checkpoint_is_still_read() -> None:
     v2 = {
         k: v
         for k, v in state.items()
-        if k not in {"regime", "proposed_at", "proposed", "drift_sens", "drift"}
+        if k not in {"regime", "proposed_at", "proposed", "drift_sens", "drift", "spec"}
     }
     v2["v"] = 2
     restored = ContainerWindow.from_bytes(orjson.dumps(v2))

@@ -234,6 +234,7 @@ class ContainerEngine:
         "prices",
         "profile",
         "proposals",
+        "replicas",
         "spec",
         "window",
         "workload",
@@ -257,6 +258,8 @@ class ContainerEngine:
         self.evaluate_on_ticks = evaluate_on_ticks
         self.spec = CurrentResources()
         """What the spec (or the cgroup) says is in force; the stream keeps it current."""
+        self.replicas = 1
+        """Replicas the cost delta is multiplied by (the spec's; 1 when unknown)."""
         self.proposals: list[Decision] = []
         """Proposals made on ticks since :meth:`take_proposals` last emptied the list."""
         self.failures: list[Exception] = []
@@ -329,6 +332,7 @@ class ContainerEngine:
             current=current,
             now=now,
             prices=self.prices,
+            replicas=self.replicas,
         )
         propose, reason = decide(
             recommendation, window=self.window, profile=self.profile, current=current, now=now

@@ -20,8 +20,8 @@ A :class:`ContainerWindow` never keeps raw samples. It keeps
 Replay is idempotent: a sample at or before the last applied timestamp changes nothing
 (container and JVM samples each against their own last timestamp). State is serialised
 explicitly (versioned orjson, never pickle) so a checkpoint written by one release is
-read, or rejected with a clear message, by the next: this release writes version 4 and
-reads versions 1 to 4.
+read, or rejected with a clear message, by the next: this release writes version 5 and
+reads versions 1 to 5.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ from pipeline.core.histogram import DecayingHistogram
 from pipeline.core.profiles import Profile
 from pipeline.errors import DaytwoError, InvalidMessageError
 
-STATE_VERSION: Final = 4
+STATE_VERSION: Final = 5
 """Version written by :meth:`ContainerWindow.to_bytes`."""
 
-READABLE_STATE_VERSIONS: Final = (1, 2, 3, 4)
+READABLE_STATE_VERSIONS: Final = (1, 2, 3, 4, 5)
 """Versions :meth:`ContainerWindow.from_bytes` reads; version 1 predates JVM state,
 throttling percentiles and the OOM time, version 2 the regime start and the time of the
-last proposal, version 3 the drift detectors; what a version lacks starts empty when it
-is read."""
+last proposal, version 3 the drift detectors, version 4 the workload spec; what a
+version lacks starts empty when it is read."""
 
 DRIFT_REWEIGHT: Final = 1e-3
 """On a drift, what the histograms held so far is multiplied by this: minutes of the new
@@ -545,6 +545,50 @@ class JvmState:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ContainerSpecState:
+    """What the workload's spec (from the inventory) says about this container.
+
+    Why in the window: the spec topic is read once per record like the samples, so what
+    it said must survive a restart with the rest of the state. ``resources`` holds the
+    declared values (:data:`RESOURCE_FIELDS`, None where unset).
+    """
+
+    profile: str
+    replicas: int | None
+    resources: dict[str, float | None]
+    timestamp: float
+
+    def to_state(self) -> dict[str, object]:
+        """JSON-ready dict."""
+        return {
+            "profile": self.profile,
+            "replicas": self.replicas,
+            "resources": self.resources,
+            "t": self.timestamp,
+        }
+
+    @classmethod
+    def from_state(cls, data: object) -> ContainerSpecState | None:
+        """Rebuild from :meth:`to_state`; TypeError / KeyError if malformed."""
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise TypeError("'spec' must be an object or null")
+        profile = data["profile"]
+        if not isinstance(profile, str):
+            raise TypeError("spec profile must be a string")
+        resources = _resources_from(data["resources"])
+        if resources is None:
+            raise TypeError("spec resources must be an object")
+        return cls(
+            profile=profile,
+            replicas=_optional_integer(data["replicas"]),
+            resources=resources,
+            timestamp=_number(data["t"]),
+        )
+
+
 @dataclass(slots=True)
 class ContainerWindow:
     """Compact, replay-safe summary of one container's usage; see the module docstring.
@@ -577,6 +621,7 @@ class ContainerWindow:
     last_proposed: dict[str, float | None] | None = None
     drift_sensitivity: float = 0.5
     drift: DriftTracker | None = None
+    spec: ContainerSpecState | None = None
 
     def __post_init__(self) -> None:
         if self.throttling is None:
@@ -734,7 +779,7 @@ class ContainerWindow:
     # -- serialisation ---------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """Versioned orjson encoding of the whole state (``{"v": 4, ...}``)."""
+        """Versioned orjson encoding of the whole state (``{"v": 5, ...}``)."""
         state: dict[str, object] = {
             "v": STATE_VERSION,
             "cpu": self.cpu.to_state(),
@@ -761,6 +806,7 @@ class ContainerWindow:
             "proposed": self.last_proposed,
             "drift_sens": self.drift_sensitivity,
             "drift": None if self.drift is None else self.drift.to_state(),
+            "spec": None if self.spec is None else self.spec.to_state(),
         }
         return orjson.dumps(state)
 
@@ -799,6 +845,7 @@ class ContainerWindow:
             v2 = version >= 2
             v3 = version >= 3
             v4 = version >= 4
+            v5 = version >= 5
             sensitivity = _number(state["drift_sens"]) if v4 else 0.5
             return cls(
                 cpu=cpu,
@@ -835,6 +882,7 @@ class ContainerWindow:
                 )
                 if v4 and state["drift"] is not None
                 else None,
+                spec=ContainerSpecState.from_state(state["spec"]) if v5 else None,
             )
         except KeyError as exc:
             raise WindowStateError(
