@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Final, TypeVar
 
 from pipeline.core.cost import DEFAULT_PRICES, Prices
+from pipeline.core.hpa import hpa_aware_request, hpa_rule
 from pipeline.core.jvm import (
     NonHeapEstimate,
     check_ergonomics,
@@ -469,11 +470,36 @@ def _size_cpu(
         )
 
     cpu_request = _cap_cpu_at_max(window, profile, cpu_request, rules)
+    cpu_request = _hpa_aware(window, profile, cpu_request, rules)
     cpu_request = _hold_decrease(
         window, profile, "CPU request", cpu_request, current.cpu_request_cores, format_cpu, rules
     )
     cpu_limit = _cpu_limit(profile, current.cpu_limit_cores, cpu_request, rules)
     return _guard_cpu(window, profile, current, gc_overhead_p95, cpu_request, cpu_limit, rules)
+
+
+def _hpa_aware(
+    window: ContainerWindow,
+    profile: Profile,
+    cpu_request: float,
+    rules: list[dict[str, str]],
+) -> float:
+    """With an HPA on CPU utilisation, the request is what keeps its target holding
+    (rule ``hpa-aware``, see :mod:`pipeline.core.hpa`), never what fights it."""
+    spec = window.spec
+    if spec is None or spec.hpa is None or window.cpu.is_empty:
+        return cpu_request
+    hpa = spec.hpa
+    usage_per_pod = window.cpu.percentile(0.5)
+    replicas = max(1, spec.replicas or 1)
+    sizing = hpa_aware_request(
+        usage_per_pod,
+        hpa.target_utilization,
+        peak_total_usage=window.cpu_max_cores * replicas,
+        max_replicas=hpa.max_replicas,
+    )
+    rules.append(hpa_rule("cpu", usage_per_pod, sizing, hpa_name=hpa.name))
+    return round_up_cpu(max(sizing.request, profile.cpu_floor_cores))
 
 
 def _cap_cpu_at_max(

@@ -546,6 +546,28 @@ class JvmState:
 
 
 @dataclass(frozen=True, slots=True)
+class HpaTargetState:
+    """An HPA scaling the workload on CPU utilisation of the request (from the inventory)."""
+
+    name: str
+    target_utilization: float
+    max_replicas: int
+
+    def to_state(self) -> list[object]:
+        """Compact JSON-ready list."""
+        return [self.name, self.target_utilization, self.max_replicas]
+
+    @classmethod
+    def from_state(cls, data: object) -> HpaTargetState | None:
+        """Rebuild from :meth:`to_state`; TypeError if malformed."""
+        if data is None:
+            return None
+        if not isinstance(data, list) or len(data) != 3 or not isinstance(data[0], str):
+            raise TypeError("spec hpa must be null or [name, target, max replicas]")
+        return cls(data[0], _number(data[1]), _integer(data[2]))
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpecState:
     """What the workload's spec (from the inventory) says about this container.
 
@@ -558,6 +580,7 @@ class ContainerSpecState:
     replicas: int | None
     resources: dict[str, float | None]
     timestamp: float
+    hpa: HpaTargetState | None = None
 
     def to_state(self) -> dict[str, object]:
         """JSON-ready dict."""
@@ -566,6 +589,7 @@ class ContainerSpecState:
             "replicas": self.replicas,
             "resources": self.resources,
             "t": self.timestamp,
+            "hpa": None if self.hpa is None else self.hpa.to_state(),
         }
 
     @classmethod
@@ -586,6 +610,7 @@ class ContainerSpecState:
             replicas=_optional_integer(data["replicas"]),
             resources=resources,
             timestamp=_number(data["t"]),
+            hpa=HpaTargetState.from_state(data["hpa"]),
         )
 
 
