@@ -14,6 +14,7 @@ timestamp (idempotent replay).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -164,6 +165,7 @@ def build_worker(
 
     samples_topic = raw_topic(names.container_samples, settings.partitions)
     jvm_topic = raw_topic(names.jvm_samples, settings.partitions)
+    spec_topic = raw_topic(names.workload_specs, settings.partitions)
     deadletter_topic = raw_topic(names.deadletter, 1)
     recommendations_topic = raw_topic(names.recommendations, settings.partitions)
     table = CoPartitionedTable(
@@ -185,13 +187,14 @@ def build_worker(
     )
     metrics = WorkerMetrics.create(registry)
     processor = Processor(
-        profile_for=None if profile is not None else profiles.for_workload,
+        profile_for=None if profile is not None else profiles.for_spec,
         profile=profile or profiles.default(),
         store=FaustStore(table),
         metrics=metrics,
         clock=time.time,
         source_topic=names.container_samples,
         jvm_topic=names.jvm_samples,
+        spec_topic=names.workload_specs,
     )
     worker = Worker(app=app, processor=processor, settings=settings)
 
@@ -220,6 +223,7 @@ def build_worker(
 
     app.agent(samples_topic, name="daytwo-container-samples")(consumer_of(processor.handle))
     app.agent(jvm_topic, name="daytwo-jvm-samples")(consumer_of(processor.handle_jvm))
+    app.agent(spec_topic, name="daytwo-workload-specs")(consumer_of(processor.handle_spec))
 
     async def checkpoint() -> None:
         async with worker.lock:
@@ -231,6 +235,7 @@ def build_worker(
         async with worker.lock:
             await _checkpoint(worker, recommendations_topic)
             processor.forget_partitions({tp.partition for tp in revoked})
+            _forget_lag(worker, revoked)  # metrics (issue 7)
 
     # faust types signal receivers narrower than the documented (sender, *args) shape
     app.on_partitions_revoked.connect(cast(Any, on_revoked))
@@ -259,3 +264,11 @@ def _update_lag(worker: Worker) -> None:
         worker.processor.metrics.consumer_lag.labels(
             topic=tp.topic, partition=str(tp.partition)
         ).set(max(0, highwater - offset - 1))
+
+
+def _forget_lag(worker: Worker, revoked: set[TP]) -> None:
+    """Stop exporting the lag of revoked partitions: another worker owns it now."""
+    for tp in revoked:
+        if worker.last_offsets.pop(tp, None) is not None:
+            with contextlib.suppress(KeyError):  # never set: no checkpoint since its fetch
+                worker.processor.metrics.consumer_lag.remove(tp.topic, str(tp.partition))

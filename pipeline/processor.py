@@ -20,13 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agents.inventory import facts_from_spec
 from pipeline.core.engine import ContainerEngine
 from pipeline.core.profiles import Profile
 from pipeline.core.sizing import CurrentResources, recommend
-from pipeline.core.window import ContainerWindow, JvmSampleInput, SampleInput
-from pipeline.errors import InvalidMessageError
+from pipeline.core.window import (
+    ContainerSpecState,
+    ContainerWindow,
+    HpaTargetState,
+    JvmSampleInput,
+    SampleInput,
+)
+from pipeline.errors import CollectorError, ConfigError, InvalidMessageError
 from pipeline.metrics import WorkerMetrics, drift_event_counts
-from pipeline.topics import JVM_SAMPLES
+from pipeline.topics import JVM_SAMPLES, WORKLOAD_SPECS
 from schemas.hashing import recommendation_set_hash
 from schemas.models import (
     ContainerSample,
@@ -36,6 +43,7 @@ from schemas.models import (
     JvmSampleBatch,
     Recommendation,
     RecommendationSet,
+    WorkloadSpec,
 )
 from schemas.validate import decode, decode_container_batch, make_deadletter, validate_dict
 
@@ -82,8 +90,10 @@ class Processor:
     clock: Callable[[], float]
     source_topic: str
     jvm_topic: str = JVM_SAMPLES
-    profile_for: Callable[[str], Profile] | None = None
-    """The profile of a workload id (namespace defaults, annotations); else ``profile``."""
+    spec_topic: str = WORKLOAD_SPECS
+    profile_for: Callable[[str, str | None], Profile] | None = None
+    """The profile of a workload id and the profile its spec names (None: none yet), by
+    the catalog's namespace defaults; else ``profile`` for every container."""
     _tracked: dict[str, _Tracked] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _workload_containers: dict[str, set[str]] = field(default_factory=dict)
@@ -147,6 +157,77 @@ class Processor:
                 self.metrics.samples_replayed.inc()
         return None
 
+    def handle_spec(
+        self, key: bytes | None, value: bytes | None, *, partition: int, offset: int
+    ) -> DeadLetter | None:
+        """Apply one record of the workload-specs topic: what the workload declares.
+
+        The spec's profile (the inventory resolved annotation ``daytwo.io/profile``, then
+        the namespace default) picks each container's profile; its requests and limits
+        are what is in force; its replicas multiply the cost. It is kept in each
+        container's window, so it survives restarts. A tombstone (the workload is gone)
+        is ignored: its windows simply stop receiving samples.
+        """
+        if value is None:
+            return None
+        try:
+            spec = decode(WorkloadSpec, value)
+            _check_key(key, spec.workload)
+        except InvalidMessageError as exc:
+            return self._dead_letter(
+                exc,
+                topic=self.spec_topic,
+                key=key,
+                value=value,
+                partition=partition,
+                offset=offset,
+            )
+        for container in spec.containers:
+            tracked = self._get(spec.workload, container.name, partition)
+            previous = tracked.window.spec
+            if previous is not None and previous.timestamp >= spec.timestamp:
+                continue  # replayed or out of date
+            state = ContainerSpecState(
+                hpa=_cpu_hpa(spec, container.name),
+                profile=spec.profile,
+                replicas=spec.replicas,
+                resources={
+                    "cpu_request_cores": container.cpu_request_cores,
+                    "cpu_limit_cores": container.cpu_limit_cores,
+                    "memory_request_bytes": _float(container.memory_request_bytes),
+                    "memory_limit_bytes": _float(container.memory_limit_bytes),
+                    "jvm_max_heap_bytes": None,
+                },
+                timestamp=spec.timestamp,
+            )
+            tracked.window.spec = state
+            self._apply_spec(tracked)
+            self._dirty.add(_container_key(spec.workload, container.name))
+        return None
+
+    def _apply_spec(self, tracked: _Tracked) -> None:
+        """Make the engine follow its window's spec: profile, resources in force, replicas."""
+        state = tracked.window.spec
+        if state is None:
+            return
+        engine = tracked.engine
+        if self.profile_for is not None:
+            try:
+                engine.profile = self.profile_for(tracked.workload, state.profile)
+            except ConfigError as exc:
+                log.warning(
+                    "%s: %s; keeping profile %s", tracked.workload, exc, engine.profile.name
+                )
+        resources = state.resources
+        engine.spec = CurrentResources(
+            cpu_request_cores=resources["cpu_request_cores"],
+            cpu_limit_cores=resources["cpu_limit_cores"],
+            memory_request_bytes=_int(resources["memory_request_bytes"]),
+            memory_limit_bytes=_int(resources["memory_limit_bytes"]),
+            jvm_max_heap_bytes=engine.spec.jvm_max_heap_bytes,
+        )
+        engine.replicas = max(1, state.replicas or 1)
+
     def _dead_letter(
         self,
         exc: InvalidMessageError,
@@ -176,7 +257,8 @@ class Processor:
         self.metrics.batches_processed.inc()
         for sample, sample_input in zip(batch.samples, inputs, strict=True):
             tracked = self._get(batch.workload, sample.container, partition)
-            tracked.engine.spec = _current_from(sample, tracked.engine.spec)
+            if tracked.window.spec is None:
+                tracked.engine.spec = _current_from(sample, tracked.engine.spec)
             if tracked.engine.apply(sample_input):
                 self.metrics.samples_processed.inc()
                 tracked.last_sample = sample_input  # metrics (issue 7)
@@ -192,7 +274,7 @@ class Processor:
         tracked = self._tracked.get(key)
         if tracked is None:
             saved = self.store.load(key)
-            profile = self.profile_for(workload) if self.profile_for else self.profile
+            profile = self.profile_for(workload, None) if self.profile_for else self.profile
             window = (
                 ContainerWindow.from_bytes(saved)
                 if saved is not None
@@ -208,6 +290,7 @@ class Processor:
             tracked = _Tracked(
                 engine, partition, workload, container, drift_seen=drift_event_counts(window)
             )  # metrics (issue 7): drift counted from the restored state on
+            self._apply_spec(tracked)
             self._tracked[key] = tracked
             self._workload_containers.setdefault(workload, set()).add(key)
             self.metrics.tracked_containers.set(len(self._tracked))
@@ -340,6 +423,7 @@ class Processor:
             current=engine.in_force(engine.spec),
             now=last,
             prices=engine.prices,
+            replicas=engine.replicas,
         )
         return None if proposal is None else validate_dict(Recommendation, proposal)
 
@@ -435,3 +519,31 @@ def _current_from(sample: ContainerSample, previous: CurrentResources) -> Curren
         memory_limit_bytes=sample.memory_limit_bytes,
         jvm_max_heap_bytes=previous.jvm_max_heap_bytes,
     )
+
+
+def _float(value: int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _cpu_hpa(spec: WorkloadSpec, container: str) -> HpaTargetState | None:
+    """The HPA scaling this container's workload on CPU utilisation, from the inventory's
+    facts annotation (None without one, or when the facts cannot be read)."""
+    try:
+        facts = facts_from_spec(spec)
+    except CollectorError as exc:
+        log.warning("%s: unreadable inventory facts, no HPA: %s", spec.workload, exc)
+        return None
+    if facts is None or facts.hpa is None:
+        return None
+    for target in facts.hpa.targets:
+        if (
+            target.resource == "cpu"
+            and target.utilization is not None
+            and target.container in {None, container}
+        ):
+            return HpaTargetState(facts.hpa.name, target.utilization, facts.hpa.max_replicas)
+    return None

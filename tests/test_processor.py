@@ -30,6 +30,7 @@ from pipeline.core.profiles import Profile, get_profile
 from pipeline.core.sizing import recommend
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
+from pipeline.profiles_file import ProfileResolver, load_catalog
 from schemas.hashing import recommendation_set_hash
 from schemas.models import RecommendationSet
 from tests.invalid_messages import CATEGORIES, invalid_container_batches
@@ -465,3 +466,81 @@ def test_a_container_whose_sizing_fails_is_counted_and_the_others_still_checkpoi
     # Counted per failed evaluation: each of the five samples opened an evaluation tick.
     assert harness.metric("daytwo_worker_sizing_errors_total") == 5
     assert "sizing bug" in caplog.text
+
+
+# -- workload specs ---------------------------------------------------------------------
+
+
+def spec_record(workload: str, ts: float, profile: str, replicas: int, cpu_request: float) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "kind": "workload-spec",
+            "source": "inventory",
+            "workload": workload,
+            "timestamp": ts,
+            "profile": profile,
+            "replicas": replicas,
+            "containers": [
+                {
+                    "name": "app",
+                    "cpu_request_cores": cpu_request,
+                    "memory_request_bytes": 512 * MIB,
+                    "memory_limit_bytes": 512 * MIB,
+                }
+            ],
+            "annotations": {},
+        }
+    )
+
+
+def spec_harness(store: MemoryStore | None = None) -> Harness:
+    harness = make_harness(store)
+    resolver = ProfileResolver(
+        load_catalog(None),
+        {"min_samples": 3, "decrease_min_history_seconds": 0.0, "evaluation_interval_seconds": 10},
+    )
+    harness.processor.profile_for = resolver.for_spec
+    return harness
+
+
+def test_a_workload_spec_sets_profile_resources_in_force_and_replicas() -> None:
+    harness = spec_harness()
+    spec = spec_record(WORKLOAD_A, T0 - 1, "performance-first", 4, 2.0)
+    assert (
+        harness.processor.handle_spec(WORKLOAD_A.encode(), spec, partition=PARTITION_A, offset=0)
+        is None
+    )
+    feed(harness, steady_records(WORKLOAD_A, PARTITION_A, ["app"], 5))
+    sets = harness.processor.checkpoint()
+    (rec,) = sets[0].recommendations
+    assert rec.profile == "performance-first"
+    # In force is what the spec declares (not the cgroup's observed limits).
+    assert rec.current.cpu_request_cores == 2.0
+    assert rec.current.memory_limit_bytes == 512 * MIB
+    assert rec.evidence.cost is not None
+    assert rec.evidence.cost.replicas == 4
+    assert rec.monthly_cost_delta_usd == pytest.approx(
+        4 * rec.evidence.cost.monthly_per_replica_usd, abs=0.05
+    )
+    # The spec lives in the window: a new processor over the same store still knows it.
+    again = spec_harness(harness.store)
+    feed(again, steady_records(WORKLOAD_A, PARTITION_A, ["app"], 3, T0 + 100))
+    (current,) = again.processor.current_sets()[0].recommendations
+    assert (current.profile, current.current.cpu_request_cores) == ("performance-first", 2.0)
+
+
+def test_an_older_spec_is_ignored_and_a_bad_one_dead_lettered() -> None:
+    harness = spec_harness()
+    key = WORKLOAD_A.encode()
+    newer = spec_record(WORKLOAD_A, T0 + 10, "cost-optimized", 1, 1.0)
+    older = spec_record(WORKLOAD_A, T0, "performance-first", 1, 3.0)
+    assert harness.processor.handle_spec(key, newer, partition=PARTITION_A, offset=0) is None
+    assert harness.processor.handle_spec(key, older, partition=PARTITION_A, offset=1) is None
+    feed(harness, steady_records(WORKLOAD_A, PARTITION_A, ["app"], 5))
+    (rec,) = harness.processor.current_sets()[0].recommendations
+    assert (rec.profile, rec.current.cpu_request_cores) == ("cost-optimized", 1.0)
+    dead = harness.processor.handle_spec(key, b'{"kind": "workload-spec"}', partition=0, offset=2)
+    assert dead is not None
+    assert dead.stage == "validate"
+    assert harness.processor.handle_spec(key, None, partition=0, offset=3) is None  # tombstone
