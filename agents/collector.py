@@ -23,6 +23,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from agents.cgroup import CgroupMounts, RateCalculator, read_cgroup
+from agents.limits import InputGuard
 from agents.mapping import AgentMapping, CgroupMapping
 from agents.node import NodeSampler
 from agents.publisher import Publisher
@@ -36,11 +37,16 @@ __all__ = [
     "ContainerCollector",
     "NodeCollector",
     "OutgoingMessage",
+    "guard_message",
     "run_agent",
 ]
 
 CONTAINER_SAMPLES_TOPIC = "daytwo.container-samples.v1"
 NODE_SAMPLES_TOPIC = "daytwo.node-samples.v1"
+#: Topics whose messages are sample batches (``workload`` + ``samples[].container``): the
+#: ones the distinct-container cap applies to. (jvm_collector.JVM_SAMPLES_TOPIC is the
+#: second; it imports this module, so the name is written out here.)
+SAMPLE_BATCH_TOPICS = frozenset({CONTAINER_SAMPLES_TOPIC, "daytwo.jvm-samples.v1"})
 CGROUP_SOURCE = "cgroup"
 SCHEMA_VERSION = 1
 
@@ -213,6 +219,27 @@ class NodeCollector:
         return [OutgoingMessage(NODE_SAMPLES_TOPIC, self.node.encode(), orjson.dumps(sample))]
 
 
+def guard_message(
+    message: OutgoingMessage, guard: InputGuard, now: float
+) -> OutgoingMessage | None:
+    """``message`` without the samples of containers over the guard's container cap.
+
+    Why here: every source (cgroup, kubelet, Prometheus, JVM) hands the loop encoded
+    batches, so the cap is applied once, for all of them, at the last point before
+    publishing. Messages of other topics (node samples, workload specs) pass unchanged;
+    ``None`` means nothing of the batch is left to publish.
+    """
+    if message.topic not in SAMPLE_BATCH_TOPICS:
+        return message
+    batch = orjson.loads(message.value)
+    admitted = guard.admit_batch(batch, now)
+    if admitted is None:
+        return None
+    if admitted is batch:
+        return message
+    return OutgoingMessage(message.topic, message.key, orjson.dumps(admitted))
+
+
 async def run_agent(
     collectors: Sequence[Collector],
     publisher: Publisher,
@@ -222,10 +249,15 @@ async def run_agent(
     clock: Callable[[], float],
     metrics: AgentMetrics | None = None,
     topic_prefix: str = "",
+    guard: InputGuard | None = None,
+    wait_for: Callable[[], bool] | None = None,
 ) -> int:
     """Scrape every collector each interval and publish, until ``stop_event`` is set.
 
     ``topic_prefix`` is put in front of every topic name (isolated test topics).
+    ``guard`` applies the distinct-container cap to sample batches (see
+    :func:`guard_message`). ``wait_for``: a readiness check (the inventory has listed
+    everything) polled each interval; no collector is scraped before it holds.
 
     Each cycle's messages are flushed before the next sleep, so delivery errors surface
     once per interval. A collector that raises ``CollectorError`` is logged and counted;
@@ -238,17 +270,10 @@ async def run_agent(
     next_due = clock()
     while not stop_event.is_set():
         now = clock()
-        for collector in collectors:
-            try:
-                outgoing = collector.messages(now)
-            except CollectorError as error:
-                metrics.scrape_errors.inc()
-                log.warning("scrape of %s failed: %s", type(collector).__name__, error)
-                continue
-            for message in outgoing:
-                await publisher.send(topic_prefix + message.topic, message.key, message.value)
-                published += 1
-        await publisher.flush()
+        if wait_for is None or wait_for():
+            published += await _publish_cycle(
+                collectors, publisher, now, metrics=metrics, topic_prefix=topic_prefix, guard=guard
+            )
         next_due += interval_seconds
         delay = next_due - clock()
         if delay < 0:  # a slow cycle: skip missed ticks rather than bursting
@@ -256,4 +281,31 @@ async def run_agent(
             delay = 0.0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop_event.wait(), timeout=delay)
+    return published
+
+
+async def _publish_cycle(
+    collectors: Sequence[Collector],
+    publisher: Publisher,
+    now: float,
+    *,
+    metrics: AgentMetrics,
+    topic_prefix: str,
+    guard: InputGuard | None,
+) -> int:
+    published = 0
+    for collector in collectors:
+        try:
+            outgoing = collector.messages(now)
+        except CollectorError as error:
+            metrics.scrape_errors.inc()
+            log.warning("scrape of %s failed: %s", type(collector).__name__, error)
+            continue
+        for message in outgoing:
+            admitted = message if guard is None else guard_message(message, guard, now)
+            if admitted is None:
+                continue
+            await publisher.send(topic_prefix + admitted.topic, admitted.key, admitted.value)
+            published += 1
+    await publisher.flush()
     return published

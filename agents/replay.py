@@ -5,17 +5,38 @@ docs/architecture.md): one row per sample with ``timestamp``, ``workload``,
 ``container``, ``cpu_cores`` required and the other columns optional. Rows are grouped
 into one batch per workload and timestamp, in time order, with the original
 timestamps, so a replay looks to the pipeline exactly like a live agent.
+
+:func:`stream_trace` publishes those batches paced by the trace's own clock divided by a
+speed-up (x1 ... x10,000): trace time ``t`` is sent at ``start + (t - t0) / speedup`` of
+wall time. It never sleeps for less than a few milliseconds: everything due sooner goes
+out at once, so at high speed-ups the replay runs at the publisher's batch throughput
+instead of paying a timer per trace instant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
-from pipeline.errors import CollectorError
+from agents.limits import InputGuard
+from agents.publisher import Publisher
+from pipeline.errors import CollectorError, ConfigError
+
+#: The replay's speed-up range: real time ... 10,000 trace seconds per second.
+MIN_SPEEDUP = 1.0
+MAX_SPEEDUP = 10_000.0
+#: Shortest wait worth a timer: anything due sooner is sent at once (see the module doc).
+MIN_SLEEP_SECONDS = 0.005
+#: Report progress at least every this many batches while not waiting.
+_PROGRESS_EVERY_BATCHES = 500
 
 #: The trace format's required columns; ``daytwo analyze`` and ``backtest`` need no more.
 REQUIRED_COLUMNS = ("timestamp", "workload", "container", "cpu_cores")
@@ -121,3 +142,103 @@ def trace_batches(
                 "samples": samples,
             },
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayProgress:
+    """Where a replay is: samples sent of the trace's total, and the trace time reached."""
+
+    samples_sent: int
+    samples_total: int
+    trace_time: float | None
+    trace_start: float | None
+    trace_end: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What one replay published (``rejected_samples``: over the container cap)."""
+
+    batches: int
+    samples: int
+    rejected_samples: int
+    trace_start: float | None
+    trace_end: float | None
+    wall_seconds: float
+    stopped_early: bool
+
+
+async def stream_trace(
+    frame: pl.DataFrame,
+    publisher: Publisher,
+    *,
+    topic: str,
+    speedup: float,
+    stop_event: asyncio.Event | None = None,
+    guard: InputGuard | None = None,
+    progress: Callable[[ReplayProgress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    source: str = "replay",
+    agent: str = "replay",
+) -> ReplayResult:
+    """Publish a trace (from :func:`read_trace`) paced at ``speedup`` and return a summary.
+
+    Why: a replay must look like a live agent to the pipeline (one batch per workload
+    per instant, original timestamps, arriving in time order) while letting a week of
+    trace run in a minute. Before waiting for a later instant, everything sent so far
+    is flushed, so what is due has reached Kafka when the wait starts. ``guard`` drops
+    samples of containers over the cap (counted by the guard). Setting ``stop_event``
+    ends the replay early (what was sent is flushed). ``clock`` is monotonic seconds.
+    """
+    if not MIN_SPEEDUP <= speedup <= MAX_SPEEDUP:
+        msg = f"replay speed-up must be within {MIN_SPEEDUP:g} ... {MAX_SPEEDUP:g}, got {speedup:g}"
+        raise ConfigError(msg)
+    stop_event = stop_event if stop_event is not None else asyncio.Event()
+    total = frame.height
+    first = float(frame["timestamp"].min()) if total else None  # type: ignore[arg-type]  # a float column
+    last = float(frame["timestamp"].max()) if total else None  # type: ignore[arg-type]  # a float column
+    started = clock()
+    batches = samples = rejected = 0
+    instant: float | None = None
+    stopped = False
+
+    def report() -> None:
+        if progress is not None:
+            progress(ReplayProgress(samples + rejected, total, instant, first, last))
+
+    for workload, batch in trace_batches(frame, source=source, agent=agent):
+        timestamp = float(batch["timestamp"])
+        if timestamp != instant:
+            instant = timestamp
+            assert first is not None  # a batch exists, so the frame is not empty
+            due = started + (timestamp - first) / speedup
+            if due - clock() > MIN_SLEEP_SECONDS:
+                await publisher.flush()
+                report()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_event.wait(), timeout=max(0.0, due - clock()))
+            if stop_event.is_set():
+                stopped = True
+                break
+        admitted = batch if guard is None else guard.admit_batch(batch, timestamp)
+        offered = len(batch["samples"])
+        if admitted is None:
+            rejected += offered
+            continue
+        rejected += offered - len(admitted["samples"])
+        await publisher.send(topic, workload.encode(), orjson.dumps(admitted))
+        batches += 1
+        samples += len(admitted["samples"])
+        if batches % _PROGRESS_EVERY_BATCHES == 0:
+            report()
+    await publisher.flush()
+    report()
+    return ReplayResult(
+        batches=batches,
+        samples=samples,
+        rejected_samples=rejected,
+        trace_start=first,
+        trace_end=last,
+        wall_seconds=clock() - started,
+        stopped_early=stopped,
+    )

@@ -117,6 +117,7 @@ def topics(
 
 @app.command()
 def agent(
+    source: Annotated[str | None, typer.Option("--source", help=_help("source"))] = None,
     config: ConfigOpt = None,
     kafka_bootstrap: BootstrapOpt = None,
     topic_prefix: PrefixOpt = None,
@@ -127,18 +128,153 @@ def agent(
         float | None, typer.Option("--interval", help=_help("scrape_interval_seconds"))
     ] = None,
     node_name: Annotated[str | None, typer.Option("--node-name", help=_help("node_name"))] = None,
+    cluster_name: Annotated[
+        str | None, typer.Option("--cluster-name", help=_help("cluster_name"))
+    ] = None,
+    prometheus_url: Annotated[
+        str | None, typer.Option("--prometheus-url", help=_help("prometheus_url"))
+    ] = None,
+    prometheus_step_seconds: Annotated[
+        float | None, typer.Option("--step", help=_help("prometheus_step_seconds"))
+    ] = None,
+    prometheus_scrape_interval_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--prometheus-scrape-interval", help=_help("prometheus_scrape_interval_seconds")
+        ),
+    ] = None,
+    prometheus_max_series_per_query: Annotated[
+        int | None,
+        typer.Option("--max-series-per-query", help=_help("prometheus_max_series_per_query")),
+    ] = None,
+    backfill_start: Annotated[
+        str | None, typer.Option("--backfill-start", help=_help("backfill_start"))
+    ] = None,
+    backfill_days: Annotated[
+        float | None, typer.Option("--backfill-days", help=_help("backfill_days"))
+    ] = None,
+    backfill_end: Annotated[
+        str | None, typer.Option("--backfill-end", help=_help("backfill_end"))
+    ] = None,
+    backfill_only: Annotated[
+        bool | None,
+        typer.Option("--backfill-only/--continuous", help=_help("backfill_only")),
+    ] = None,
+    node_ip: Annotated[str | None, typer.Option("--node-ip", help=_help("node_ip"))] = None,
+    kubelet_host: Annotated[
+        str | None, typer.Option("--kubelet-host", help=_help("kubelet_host"))
+    ] = None,
+    kubelet_port: Annotated[
+        int | None, typer.Option("--kubelet-port", help=_help("kubelet_port"))
+    ] = None,
+    kubelet_token_file: Annotated[
+        Path | None, typer.Option("--kubelet-token-file", help=_help("kubelet_token_file"))
+    ] = None,
+    kubelet_ca_file: Annotated[
+        Path | None, typer.Option("--kubelet-ca-file", help=_help("kubelet_ca_file"))
+    ] = None,
+    kubelet_insecure_skip_tls_verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--kubelet-insecure-tls",
+            help=_help("kubelet_insecure_skip_tls_verify"),
+        ),
+    ] = None,
+    trace_file: Annotated[Path | None, typer.Option("--trace", help=_help("trace_file"))] = None,
+    replay_speedup: Annotated[
+        float | None, typer.Option("--speedup", help=_help("replay_speedup"))
+    ] = None,
+    jvm_gc_logs: Annotated[
+        list[str] | None, typer.Option("--gc-log", help=_help("jvm_gc_logs"))
+    ] = None,
+    micrometer_endpoints: Annotated[
+        list[str] | None, typer.Option("--micrometer", help=_help("micrometer_endpoints"))
+    ] = None,
+    spool_dir: Annotated[Path | None, typer.Option("--spool-dir", help=_help("spool_dir"))] = None,
+    spool_max_bytes: Annotated[
+        int | None, typer.Option("--spool-max-bytes", help=_help("spool_max_bytes"))
+    ] = None,
+    agent_max_containers: Annotated[
+        int | None, typer.Option("--max-containers", help=_help("agent_max_containers"))
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help=_help("metrics_port"))] = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Collect cgroup and node samples and publish them to Kafka."""
+    """Collect samples from one source and publish them to Kafka (spooled to disk while
+    Kafka is unreachable). Sources: cgroup (default), kubelet, prometheus, jvm-log,
+    micrometer, replay, inventory."""
     from pipeline.runners import run_agent_process  # noqa: PLC0415
 
     settings = _settings(
         config=config,
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
+        source=source,
         mapping_file=mapping_file,
         scrape_interval_seconds=scrape_interval_seconds,
         node_name=node_name,
+        cluster_name=cluster_name,
+        prometheus_url=prometheus_url,
+        prometheus_step_seconds=prometheus_step_seconds,
+        prometheus_scrape_interval_seconds=prometheus_scrape_interval_seconds,
+        prometheus_max_series_per_query=prometheus_max_series_per_query,
+        backfill_start=backfill_start,
+        backfill_days=backfill_days,
+        backfill_end=backfill_end,
+        backfill_only=backfill_only,
+        node_ip=node_ip,
+        kubelet_host=kubelet_host,
+        kubelet_port=kubelet_port,
+        kubelet_token_file=kubelet_token_file,
+        kubelet_ca_file=kubelet_ca_file,
+        kubelet_insecure_skip_tls_verify=kubelet_insecure_skip_tls_verify,
+        trace_file=trace_file,
+        replay_speedup=replay_speedup,
+        jvm_gc_logs=jvm_gc_logs or None,
+        micrometer_endpoints=micrometer_endpoints or None,
+        spool_dir=spool_dir,
+        spool_max_bytes=spool_max_bytes,
+        agent_max_containers=agent_max_containers,
+        metrics_port=metrics_port,
+        log_level=log_level,
+    )
+    try:
+        run_agent_process(settings)
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def inventory(
+    config: ConfigOpt = None,
+    kafka_bootstrap: BootstrapOpt = None,
+    topic_prefix: PrefixOpt = None,
+    cluster_name: Annotated[
+        str | None, typer.Option("--cluster-name", help=_help("cluster_name"))
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help=_help("profile"))] = None,
+    scrape_interval_seconds: Annotated[
+        float | None, typer.Option("--interval", help=_help("scrape_interval_seconds"))
+    ] = None,
+    spool_dir: Annotated[Path | None, typer.Option("--spool-dir", help=_help("spool_dir"))] = None,
+    metrics_port: Annotated[int | None, typer.Option(help=_help("metrics_port"))] = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Watch the cluster's workloads (one replica per cluster) and publish each changed
+    workload spec to the compacted workload-specs topic, keyed by workload id. Same as
+    `daytwo agent --source inventory`."""
+    from pipeline.runners import run_agent_process  # noqa: PLC0415
+
+    settings = _settings(
+        config=config,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        source="inventory",
+        cluster_name=cluster_name,
+        profile=profile,
+        scrape_interval_seconds=scrape_interval_seconds,
+        spool_dir=spool_dir,
+        metrics_port=metrics_port,
         log_level=log_level,
     )
     try:
@@ -207,6 +343,56 @@ def sink(
     )
     try:
         run_sink_process(settings, CollectorRegistry())
+    except DaytwoError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def recommendations(
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep printing sets as they arrive (Ctrl-C stops).")
+    ] = False,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning", help="With --follow: first print every set already on the topic."
+        ),
+    ] = False,
+    workload: Annotated[
+        str | None,
+        typer.Option(help="Only this workload id, or a shell pattern such as 'prod/shop/*'."),
+    ] = None,
+    output: Annotated[
+        Literal["table", "json"],
+        typer.Option("--format", help="table, or json: one recommendation-set per line."),
+    ] = "table",
+    config: ConfigOpt = None,
+    kafka_bootstrap: BootstrapOpt = None,
+    topic_prefix: PrefixOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Read the recommendations topic as a third party would (no consumer group). Without
+    --follow: the latest set of every workload, then exit."""
+    from pipeline.subscriber import run_subscriber  # noqa: PLC0415
+    from pipeline.topics import topic_names  # noqa: PLC0415
+
+    settings = _settings(
+        config=config,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        log_level=log_level or "WARNING",
+    )
+    try:
+        run_subscriber(
+            require_bootstrap(settings),
+            topic_names(settings.topic_prefix).recommendations,
+            follow_topic=follow,
+            from_beginning=from_beginning,
+            workload=workload,
+            output=output,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
     except DaytwoError as exc:
         raise _fail(exc) from exc
 

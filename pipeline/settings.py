@@ -137,8 +137,8 @@ class Settings(BaseSettings):
         default=None,
         pattern=r"^https?://\S+$",
         description="Agent (prometheus): base URL of Prometheus, e.g. http://prometheus:9090. "
-        "Credentials: DAYTWO_PROMETHEUS_BEARER_TOKEN[_FILE] or DAYTWO_PROMETHEUS_USERNAME "
-        "with DAYTWO_PROMETHEUS_PASSWORD[_FILE].",
+        "Credentials: DAYTWO_PROMETHEUS_BEARER_TOKEN (or _BEARER_TOKEN_FILE), or "
+        "DAYTWO_PROMETHEUS_USERNAME with DAYTWO_PROMETHEUS_PASSWORD (or _PASSWORD_FILE).",
     )
     prometheus_step_seconds: float = Field(
         default=60.0,
@@ -220,14 +220,15 @@ class Settings(BaseSettings):
     )
     jvm_gc_logs: list[str] = Field(
         default_factory=list,
-        description="Agent (jvm-log): GC logs to tail, each WORKLOAD:CONTAINER=PATH, e.g. "
-        "prod/shop/Deployment/checkout:app=/var/log/gc.log (a JSON list in the environment). "
-        "Alternatively a mapping file with a jvms: section.",
+        description="Agent (jvm-log): GC logs to tail, each WORKLOAD:CONTAINER=PATH, the "
+        "workload id with the container name, then the log file (repeat the flag; a JSON "
+        "list in the environment). Alternatively a mapping file with a jvms: section.",
     )
     micrometer_endpoints: list[str] = Field(
         default_factory=list,
         description="Agent (micrometer): JVM metrics endpoints, each WORKLOAD:CONTAINER=URL "
-        "(a JSON list in the environment). Alternatively a mapping file with a jvms: section.",
+        "(repeat the flag; a JSON list in the environment). Alternatively a mapping file "
+        "with a jvms: section.",
     )
     spool_dir: Path | None = Field(
         default=None,
@@ -238,7 +239,7 @@ class Settings(BaseSettings):
         default=256 * 1024 * 1024,
         ge=4096,
         description="Agent: size cap of the spool; beyond it the oldest messages are "
-        "evicted (counted in daytwo_agent_spool_evicted_records_total).",
+        "evicted (counted and logged).",
     )
     publish_timeout_seconds: float = Field(
         default=30.0,
@@ -251,7 +252,7 @@ class Settings(BaseSettings):
         default=1_000_000,
         ge=1,
         description="Agent input limit: largest encoded message; larger ones are rejected "
-        "(daytwo_agent_rejected_total{reason=payload_too_large}).",
+        "(counted by reason).",
     )
     agent_max_labels_per_sample: int = Field(
         default=64,

@@ -49,7 +49,6 @@ BUILT_IN_PROFILES = frozenset({"performance-first", "balanced", "cost-optimized"
 
 #: Reference (as produced by :func:`references`) -> why the code lacks it, and who adds it.
 PENDING_IN_CODE: dict[str, str] = {
-    "cli agent --source kubelet": "issue 6: `daytwo agent --source kubelet|...`",
     "env DAYTWO_GITHUB_TOKEN": "issue 5: forge token setting (Settings.github_token)",
 }
 
