@@ -57,6 +57,7 @@ import logging
 import math
 import re
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -414,9 +415,14 @@ class KubeletClient:
         self, config: KubeletConfig, *, transport: httpx.BaseTransport | None = None
     ) -> None:
         self.config = config
-        verify: bool | str = False
+        verify: bool | ssl.SSLContext = False
         if not config.insecure_skip_tls_verify:
-            verify = str(config.ca_file) if config.ca_file is not None else True
+            # httpx 0.28 takes an SSL context, not a CA path (the path form is deprecated).
+            verify = (
+                ssl.create_default_context(cafile=str(config.ca_file))
+                if config.ca_file is not None
+                else True
+            )
         self._client = httpx.Client(
             timeout=config.timeout_seconds, transport=transport, verify=verify
         )

@@ -260,6 +260,7 @@ def _start_live_workloads(
             | {
                 "DAYTWO_SCRAPE_INTERVAL_SECONDS": str(SCRAPE_SECONDS),
                 "DAYTWO_METRICS_PORT": "0",
+                "DAYTWO_SPOOL_DIR": str(workdir / "agent-spool"),
             },
             logs,
         )
