@@ -44,10 +44,7 @@ COMPOSE_SCHEMA = REPO / "deploy/tools/node_modules/dclint/schemas/compose.schema
 INSTALL_HINT = "npm ci --prefix deploy/tools --ignore-scripts"
 
 #: Reference (as produced by :func:`references`) -> why the code lacks it, and who adds it.
-PENDING_IN_CODE: dict[str, str] = {
-    "env sink DAYTWO_GITHUB_TOKEN": "issue 5: forge token setting (Settings.github_token; "
-    "an empty value must mean dry-run)",
-}
+PENDING_IN_CODE: dict[str, str] = {}
 
 #: Ports the third-party images listen on by default (their documentation).
 PROMETHEUS_DEFAULT_PORT = 9090
@@ -128,9 +125,13 @@ def environment(service: Mapping[str, Any]) -> dict[str, str]:
 
 
 def settings_env_names() -> dict[str, str]:
-    """``DAYTWO_*`` variable name -> Settings field, as pydantic-settings reads them."""
+    """``DAYTWO_*`` variable name -> Settings field, as pydantic-settings reads them, plus
+    the secret variable the sink reads its forge token from by name (``forge_token_env``),
+    which is deliberately not a field (a secret never lands in the settings object)."""
     prefix = str(Settings.model_config.get("env_prefix", ""))
-    return {f"{prefix}{name}".upper(): name for name in Settings.model_fields}
+    names = {f"{prefix}{name}".upper(): name for name in Settings.model_fields}
+    names[str(Settings.model_fields["forge_token_env"].default)] = "forge_token_env"
+    return names
 
 
 def daytwo_args(service: Mapping[str, Any]) -> list[str]:

@@ -49,7 +49,6 @@ BUILT_IN_PROFILES = frozenset({"performance-first", "balanced", "cost-optimized"
 
 #: Reference (as produced by :func:`references`) -> why the code lacks it, and who adds it.
 PENDING_IN_CODE: dict[str, str] = {
-    "env DAYTWO_GITHUB_TOKEN": "issue 5: forge token setting (Settings.github_token)",
 }
 
 #: The only API access daytwo has: (apiGroup, resource) -> allowed verbs.
@@ -521,9 +520,11 @@ def _reference_params() -> list[pytest.ParameterSet]:
 
 
 def settings_env_names() -> set[str]:
-    """The DAYTWO_* names pydantic-settings reads for the Settings fields."""
+    """The DAYTWO_* names pydantic-settings reads for the Settings fields, plus the secret
+    variable the sink reads its forge token from by name (``forge_token_env``)."""
     prefix = str(Settings.model_config.get("env_prefix", ""))
-    return {f"{prefix}{name}".upper() for name in Settings.model_fields}
+    names = {f"{prefix}{name}".upper() for name in Settings.model_fields}
+    return names | {str(Settings.model_fields["forge_token_env"].default)}
 
 
 def check_reference(reference: str) -> None:
