@@ -7,9 +7,11 @@ BIN    := $(VENV)/bin
 
 .PHONY: demo test lint typecheck pytest venv tools clean
 
-# npm tools the tests use: the Compose schema (deploy/tools), and GitHub's OpenAPI
-# description served by Prism for the forge contract tests (tests/contract).
-NPM_TOOLS := deploy/tools/node_modules/.installed tests/contract/node_modules/.installed
+# npm tools the tests use: the Compose schema (deploy/tools), GitHub's OpenAPI
+# description served by Prism for the forge contract tests (tests/contract), and
+# Mermaid's parser for the PR charts (tests/tools/mermaid).
+NPM_TOOLS := deploy/tools/node_modules/.installed tests/contract/node_modules/.installed \
+             tests/tools/mermaid/node_modules/.installed
 
 $(BIN)/daytwo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,4 +43,5 @@ pytest: venv tools
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .daytwo-demo tests/contract/node_modules deploy/tools/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .daytwo-demo \
+	  tests/contract/node_modules deploy/tools/node_modules tests/tools/mermaid/node_modules

@@ -9,7 +9,9 @@ The restart test keeps the sink's memory on the session's real Kafka.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,13 +36,16 @@ from pipeline.prsink.forge import (
 )
 from pipeline.prsink.git import SET_TRAILER, CommitAuthor, GitRepo
 from pipeline.prsink.github import GitHubForge
+from pipeline.prsink.locate import HostileYamlError
 from pipeline.prsink.sink import (
     PR_LABELS,
     PublishTarget,
     PullRequestPublisher,
     SinkMetrics,
     SinkResult,
+    apply_recommendation_set,
     build_publisher,
+    handle_record,
     material_difference,
     proposed_values,
     retry_deferred,
@@ -49,6 +54,8 @@ from pipeline.prsink.sink import (
 from pipeline.prsink.state import KafkaStateStore, MemoryStateStore, SinkState
 from pipeline.settings import Settings
 from pipeline.topics import SINK_STATE_SPEC, ensure_topics, topic_names
+from schemas.models import DeadLetter
+from schemas.validate import decode
 from tests.test_prsink_sink import (
     MANIFEST,
     MANIFEST_PATH,
@@ -590,3 +597,198 @@ def test_settings_build_the_publisher_the_clone_and_the_forge(
     monkeypatch.delenv("TEST_FORGE_TOKEN")
     with pytest.raises(ForgeAuthError, match="TEST_FORGE_TOKEN"):
         build_publisher(settings)
+
+
+# -- refusals: hostile YAML and ambiguity write nothing (issue 5, acceptance 4) ----------
+
+
+def alias_bomb() -> str:
+    """Nine aliases a level, six levels: 9**6 nodes once expanded (billion laughs)."""
+    lines = ["  l0: &l0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 7)]
+    return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: checkout-lol}\ndata:\n" + "\n".join(
+        lines
+    )
+
+
+REPLICAS_LINE = "  replicas: 3  # three zones\n"
+HOSTILE_REPOS = {
+    "python-tag": (
+        {
+            MANIFEST_PATH: MANIFEST.replace(
+                REPLICAS_LINE,
+                REPLICAS_LINE + '  selector: !!python/object/apply:os.system ["id"]\n',
+            )
+        },
+        "hostile-yaml",
+        f"{MANIFEST_PATH} (document 1) uses the Python-specific tag",
+    ),
+    "billion-laughs": (
+        {MANIFEST_PATH: MANIFEST + "---\n" + alias_bomb() + "\n"},
+        "hostile-yaml",
+        f"{MANIFEST_PATH} (document 2): aliases expand to",
+    ),
+    "duplicate-keys": (
+        {MANIFEST_PATH: MANIFEST.replace(REPLICAS_LINE, REPLICAS_LINE + "  replicas: 4\n")},
+        "hostile-yaml",
+        f"{MANIFEST_PATH} (document 1) cannot be read safely",
+    ),
+    "ambiguous": (
+        {MANIFEST_PATH: MANIFEST, "legacy/checkout.yaml": MANIFEST},
+        "ambiguous-source",
+        f"built 2 ways: {MANIFEST_PATH} (document 1); legacy/checkout.yaml (document 1)",
+    ),
+}
+
+
+def all_refs(repo: Path) -> str:
+    return git(repo, "for-each-ref", "--format=%(objectname) %(refname)")
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_REPOS))
+def test_hostile_yaml_and_ambiguity_are_refused_and_nothing_is_written(
+    tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    files, reason, message = HOSTILE_REPOS[case]
+    world = make_world(tmp_path, files)
+    store = MemoryStateStore()
+    registry = CollectorRegistry()
+    metrics = SinkMetrics(registry)
+    letters: list[bytes] = []
+    results: list[SinkResult] = []
+
+    async def publish_deadletter(key: bytes | None, value: bytes) -> None:
+        letters.append(value)
+
+    remote_before = all_refs(world.remote)
+    value = orjson.dumps(checkout_set())
+
+    result = asyncio.run(
+        handle_record(
+            world.publisher.repo,
+            topic="daytwo.recommendations.v1",
+            partition=0,
+            offset=7,
+            key=WORKLOAD.encode(),
+            value=value,
+            metrics=metrics,
+            publish_deadletter=publish_deadletter,
+            clock=world.clock,
+            on_result=results.append,
+            target=PublishTarget(world.publisher, store),
+        )
+    )
+
+    assert result is None
+    assert results == []
+    # Nothing written: no ref moved or appeared on the remote, no local daytwo branch
+    # in the sink's clone, no forge write, no state record.
+    assert all_refs(world.remote) == remote_before
+    assert git(world.publisher.repo.path, "for-each-ref", "refs/heads/") == ""
+    assert world.forge.writes() == []
+    assert store.all() == []
+    # Refused with the file named, kept as a dead letter, counted, and logged.
+    [letter] = [decode(DeadLetter, raw) for raw in letters]
+    assert message in letter.reason
+    assert base64.b64decode(letter.value_b64) == value
+    assert registry.get_sample_value("daytwo_sink_refusals_total", {"reason": reason}) == 1
+    assert (
+        registry.get_sample_value("daytwo_sink_recommendations_total", {"outcome": "refused"}) == 1
+    )
+    assert any(message in record.getMessage() for record in caplog.records)
+
+
+def test_the_dry_run_refuses_hostile_yaml_without_a_branch(tmp_path: Path) -> None:
+    files, _, message = HOSTILE_REPOS["python-tag"]
+    root = tmp_path / "local"
+    root.mkdir()
+    git(root, "init", "--quiet", "-b", "main")
+    git(root, "config", "user.name", "Someone")
+    git(root, "config", "user.email", "someone@example.com")
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    git(root, "add", ".")
+    git(root, "commit", "--quiet", "-m", "initial")
+    before = all_refs(root), git(root, "status", "--porcelain")
+    with pytest.raises(HostileYamlError, match=re.escape(message)):
+        apply_recommendation_set(GitRepo(root), checkout_set())
+    assert (all_refs(root), git(root, "status", "--porcelain")) == before
+
+
+# -- Kustomize: every file of the plan in one commit, the sources in the body ------------
+
+KUSTOMIZE_LAYOUT = Path(__file__).parent / "fixtures" / "gitops" / "kustomize"
+KUSTOMIZE_WORKLOAD = "prod/shop-prod/Deployment/checkout"
+
+
+def layout_files(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def kustomize_set() -> dict[str, Any]:
+    app = recommendation(
+        "app",
+        current={"cpu_request_cores": 2.0, "memory_request_bytes": 4 * 1024**3},
+        recommended={
+            "cpu_request_cores": 0.35,
+            "cpu_limit_cores": 1.5,
+            "memory_request_bytes": 1536 * 1024**2,
+            "memory_limit_bytes": 1536 * 1024**2,
+        },
+    )
+    app["jvm_options"] = {
+        "java_tool_options": "-Xmx1g -XX:+UseG1GC",
+        "changed": ["-Xmx1g"],
+        "previous": "-Xmx512m -XX:+UseG1GC",
+    }
+    shipper = recommendation(
+        "log-shipper",
+        current={},
+        recommended={"cpu_request_cores": 0.05, "memory_request_bytes": 64 * 1024**2},
+    )
+    rec_set = recommendation_set(app, shipper)
+    rec_set["workload"] = KUSTOMIZE_WORKLOAD
+    for member in rec_set["recommendations"]:
+        member["workload"] = KUSTOMIZE_WORKLOAD
+    return rec_set
+
+
+def test_a_kustomize_overlay_is_patched_in_one_commit_and_the_body_says_where(
+    tmp_path: Path,
+) -> None:
+    world = make_world(tmp_path, layout_files(KUSTOMIZE_LAYOUT))
+    rec_set = kustomize_set()
+
+    result, state = world.publish(rec_set, None)
+
+    branch = "daytwo/shop-prod/checkout"
+    assert result.outcome == "opened"
+    head = world.remote_head(branch)
+    assert head is not None
+    assert head == result.commit
+    assert git(world.remote, "rev-parse", f"{head}^") == git(world.remote, "rev-parse", "main")
+    new_patch = "overlays/prod/daytwo-deployment-checkout.yaml"
+    expected = sorted(
+        ["overlays/prod/kustomization.yaml", "overlays/prod/resources.yaml", new_patch]
+    )
+    assert sorted(git(world.remote, "diff", "--name-only", "main", head).splitlines()) == expected
+    assert result.files == tuple(expected)
+    # The base is untouched: the overlay's own patch carries the new values.
+    assert "base/deployment.yaml" not in expected
+    kustomization = git(world.remote, "show", f"{head}:overlays/prod/kustomization.yaml")
+    assert "  - path: daytwo-deployment-checkout.yaml" in kustomization.splitlines()
+    [pr] = world.forge.pull_requests.values()
+    assert "Written to: Kustomize strategic-merge patch `overlays/prod/resources.yaml`" in pr.body
+    assert f"Written to: new Kustomize strategic-merge patch `{new_patch}`" in pr.body
+    # "current" is what the overlay declares (its 1 CPU over the base's 250m), not what
+    # the recommendation observed (2 cores).
+    assert "| CPU request | 1 | **350m** |" in pr.body
+    # The same set again: nothing.
+    again = world.publisher.publish(rec_set, state)
+    assert again.result.outcome == "unchanged"
+    assert world.remote_head(branch) == head

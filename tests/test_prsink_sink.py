@@ -20,8 +20,8 @@ from aiokafka import (  # type: ignore[import-untyped, unused-ignore]
 )
 from prometheus_client import CollectorRegistry
 
-from pipeline.errors import SinkError
-from pipeline.prsink.body import extract_hash, hash_marker, render_pr
+from pipeline.errors import ConfigError, SinkError
+from pipeline.prsink.body import counterfactual_lines, extract_hash, hash_marker, render_pr
 from pipeline.prsink.git import CommitAuthor, GitRepo
 from pipeline.prsink.sink import (
     PR_NOTE_PATH,
@@ -31,6 +31,8 @@ from pipeline.prsink.sink import (
     handle_record,
     run_sink,
 )
+from pipeline.runners import run_sink_process
+from pipeline.settings import Settings
 from pipeline.topics import topic_names
 from schemas.models import DeadLetter, RecommendationSet
 from schemas.validate import decode, validate_dict
@@ -522,5 +524,44 @@ def test_a_jvm_heap_change_lands_in_java_tool_options_with_the_limit(repo: GitRe
     assert "-Xmx768m" not in patched
     note = repo.read_file_at(result.branch, PR_NOTE_PATH)
     assert note is not None
-    assert "container `envoy` declares no `JAVA_TOOL_OPTIONS`" in note
-    assert "container `app` declares no" not in note
+    action = note.split("**Action needed**", 1)[1]
+    assert "- container `envoy` declares none of JAVA_TOOL_OPTIONS" in action
+    assert "container `app` declares none" not in note
+    # Each container says where its values went (the reviewer's map of the diff).
+    assert note.count(f"Written to: manifest `{MANIFEST_PATH}` (document 1)") == 2
+
+
+# -- the counterfactual the engine replayed, and the sink's settings ----------------------
+
+
+def test_the_engines_replay_is_shown_instead_of_percentile_bounds() -> None:
+    rec_set = checkout_set()
+    app = rec_set["recommendations"][0]
+    bounds = counterfactual_lines(app)
+    assert any("Derived from the window's percentiles" in line for line in bounds)
+    app["evidence"]["counterfactual"] = {
+        "cpu_above_request_share_current": 0.0,
+        "cpu_above_request_share_recommended": 0.0125,
+        "cpu_at_limit_share_current": None,
+        "cpu_at_limit_share_recommended": None,
+        "memory_peaks_above_limit_current": 3,
+        "memory_peaks_above_limit_recommended": 0,
+    }
+    validate_dict(RecommendationSet, rec_set)
+
+    replayed = counterfactual_lines(app)
+
+    assert replayed[0] == (
+        "- CPU above the request: 0.0% of sample time now → 1.2% (about 252 of 20,160 samples) "
+        "with the new values"
+    )
+    assert "- memory peaks above the limit (each an OOM kill): 3 now → 0 with the new values" in (
+        replayed
+    )
+    assert not any("percentiles" in line for line in replayed)
+
+
+def test_the_sink_needs_a_repository_or_a_remote() -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    with pytest.raises(ConfigError, match="DAYTWO_GITOPS_REMOTE_URL"):
+        run_sink_process(settings, CollectorRegistry())

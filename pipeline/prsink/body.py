@@ -9,10 +9,10 @@ and a counterfactual: how much of the window's usage the new values would have l
 above the request or the limit. The body ends with a hidden marker carrying the
 recommendation set's hash, so the sink can tell that a PR already says exactly this.
 
-The counterfactual is derived from the percentiles and peaks the recommendation carries
-(a proposed request at or above p95 leaves at most 5% of samples above it), so it gives
-bounds, not exact counts; exact counts need the engine to count samples above the
-proposed values while it still has the window, a field the contract does not have yet.
+The counterfactual is the engine's replay of the window against the current and the
+proposed values (``evidence.counterfactual``) when the recommendation carries it; older
+recommendations without it get bounds derived from the percentiles and peaks (a proposed
+request at or above p95 leaves at most 5% of samples above it).
 
 Pure: no I/O, deterministic for a given recommendation set.
 """
@@ -319,13 +319,67 @@ def _bounded_count(share: float | None, samples: int | None) -> str:
     return f" (≤ {math.floor(share * samples):,} of {samples:,})"
 
 
+def _share_and_count(share: float, samples: int | None) -> str:
+    count = f" (about {round(share * samples):,} of {samples:,} samples)" if samples else ""
+    return f"{_percent(share)}{count}"
+
+
+def replayed_lines(
+    replay: Mapping[str, Any], samples: int | None, cpu_limit: float | None
+) -> list[str]:
+    """The engine's replay of the window against the current and the new values.
+
+    Why prefer it: the engine still has the history when it recommends, so these are
+    measured (recent samples weigh more; CPU shares are upper bounds), not derived from
+    percentiles.
+    """
+    lines: list[str] = []
+    for label, key, unset in (
+        ("CPU above the request", "cpu_above_request_share", "no request"),
+        ("CPU at the limit (throttled)", "cpu_at_limit_share", "no limit"),
+    ):
+        now, new = replay.get(f"{key}_current"), replay.get(f"{key}_recommended")
+        if now is None and new is None:
+            if key == "cpu_at_limit_share" and cpu_limit is None:
+                lines.append(f"- {label}: never, no CPU limit is set now or proposed")
+            continue
+        shown_now = unset if now is None else f"{_percent(float(now))} of sample time"
+        shown_new = unset if new is None else _share_and_count(float(new), samples)
+        lines.append(f"- {label}: {shown_now} now → {shown_new} with the new values")
+    now_peaks = replay.get("memory_peaks_above_limit_current")
+    new_peaks = replay.get("memory_peaks_above_limit_recommended")
+    if now_peaks is not None or new_peaks is not None:
+        lines.append(
+            "- memory peaks above the limit (each an OOM kill): "
+            f"{'no limit' if now_peaks is None else int(now_peaks)} now → "
+            f"{'no limit' if new_peaks is None else int(new_peaks)} with the new values"
+        )
+    if lines:
+        lines.append(
+            "- _Replayed over the window's history (recent samples weigh more); CPU shares "
+            "are upper bounds._"
+        )
+    return lines
+
+
 def counterfactual_lines(recommendation: Mapping[str, Any]) -> list[str]:
     """With the new values, how much of the window would have been above request / limit.
 
-    Why bounds and not counts: the recommendation carries percentiles and peaks, not
-    the samples; the sentences say which percentile each bound comes from.
+    The engine's replay (``evidence.counterfactual``) when the recommendation carries
+    it; otherwise bounds derived from the percentiles and peaks, the sentences saying
+    which percentile each bound comes from.
     """
     evidence: Mapping[str, Any] = recommendation.get("evidence") or {}
+    replay = evidence.get("counterfactual")
+    if isinstance(replay, Mapping):
+        samples = evidence.get("samples")
+        replayed = replayed_lines(
+            replay,
+            int(samples) if isinstance(samples, int) else None,
+            _effective(recommendation, "cpu_limit_cores"),
+        )
+        if replayed:
+            return replayed
     samples = evidence.get("samples")
     count = int(samples) if isinstance(samples, int) else None
     p50 = evidence.get("cpu_p50_cores")
@@ -455,8 +509,20 @@ def render_title(rec_set: Mapping[str, Any]) -> str:
     return f"{title} ({', '.join(changes)})" if changes else title
 
 
-def render_body(rec_set: Mapping[str, Any]) -> str:
-    """The Markdown body: summary, one section per container, hidden hash marker last."""
+def render_body(
+    rec_set: Mapping[str, Any],
+    *,
+    sources: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The Markdown body: summary, one section per container, hidden hash marker last.
+
+    ``sources`` says per container where its values are written (one line each, from
+    :meth:`pipeline.prsink.locate.SourceOfTruth.describe`), so a reviewer knows why the
+    diff touches that file; ``notes`` are what the patch could not do and a human must
+    (shown under "Action needed"). Both are optional: without them the body describes
+    the recommendation alone.
+    """
     recommendations: Sequence[Mapping[str, Any]] = rec_set.get("recommendations") or ()
     total_delta = sum(float(r.get("monthly_cost_delta_usd") or 0.0) for r in recommendations)
     lines = [
@@ -467,7 +533,15 @@ def render_body(rec_set: Mapping[str, Any]) -> str:
         "",
     ]
     for recommendation in recommendations:
-        lines.extend(_container_section(recommendation))
+        lines.extend(
+            _container_section(
+                recommendation, (sources or {}).get(str(recommendation["container"]))
+            )
+        )
+    if notes:
+        lines.extend(
+            ["**Action needed**", "", *(f"- {' '.join(note.split())}" for note in notes), ""]
+        )
     lines.extend(
         [
             "Values marked (unchanged) are left as they are in the manifest. "
@@ -480,7 +554,7 @@ def render_body(rec_set: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _container_section(recommendation: Mapping[str, Any]) -> list[str]:
+def _container_section(recommendation: Mapping[str, Any], source: str | None) -> list[str]:
     facts = []
     if recommendation.get("profile"):
         facts.append(f"profile **{recommendation['profile']}**")
@@ -491,6 +565,8 @@ def _container_section(recommendation: Mapping[str, Any]) -> list[str]:
     if delta is not None:
         facts.append(f"monthly cost **{_usd(float(delta))}**")
     lines = [f"### Container `{recommendation['container']}`", "", ", ".join(facts), ""]
+    if source:
+        lines.extend([f"Written to: {_written_to(source)}", ""])
     lines.extend(_container_table(recommendation))
     rules: Sequence[Mapping[str, Any]] = recommendation.get("rules") or ()
     sections: list[tuple[str, list[str]]] = [
@@ -511,6 +587,24 @@ def _container_section(recommendation: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_pr(rec_set: Mapping[str, Any]) -> tuple[str, str]:
-    """Title and Markdown body of the PR for one recommendation set (plain dicts)."""
-    return render_title(rec_set), render_body(rec_set)
+def _written_to(source: str) -> str:
+    """A source description with its repository path set as code (``a/b.yaml#x.y``)."""
+    return _SOURCE_PATH.sub(lambda match: f"`{match[0]}`", " ".join(source.split()), count=1)
+
+
+# The first path-like token of a source description: ``overlays/prod/resources.yaml`` or
+# ``envs/prod/values.yaml#checkout.app.resources``.
+_SOURCE_PATH = re.compile(r"[^\s`]+\.ya?ml(?:#[^\s`]+)?")
+
+
+def render_pr(
+    rec_set: Mapping[str, Any],
+    *,
+    sources: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> tuple[str, str]:
+    """Title and Markdown body of the PR for one recommendation set (plain dicts).
+
+    ``sources`` and ``notes`` as in :func:`render_body`.
+    """
+    return render_title(rec_set), render_body(rec_set, sources=sources, notes=notes)

@@ -43,11 +43,19 @@ from aiokafka import (  # type: ignore[import-untyped, unused-ignore]
 )
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped, unused-ignore]
 from prometheus_client import CollectorRegistry, Counter
+from ruamel.yaml.error import YAMLError
 
 from pipeline.core.engine import material_changes
 from pipeline.core.profiles import DEFAULT_PROFILE_NAME, Profile, get_profile
+from pipeline.core.quantity import parse_cpu, parse_memory
 from pipeline.core.sizing import CurrentResources
-from pipeline.errors import BrokerError, ConfigError, InvalidMessageError, SinkError
+from pipeline.errors import (
+    BrokerError,
+    ConfigError,
+    DaytwoError,
+    InvalidMessageError,
+    SinkError,
+)
 from pipeline.prsink.body import extract_hash, render_pr
 from pipeline.prsink.forge import (
     Forge,
@@ -61,13 +69,19 @@ from pipeline.prsink.forge import (
     load_token,
 )
 from pipeline.prsink.git import SET_TRAILER, CommitAuthor, GitCredentials, GitRepo
-from pipeline.prsink.locate import WorkloadId, find_workload_document, is_manifest_path
-from pipeline.prsink.patch import (
-    EnvVarMissingError,
-    declared_resources,
-    patch_env_value,
-    patch_resources,
+from pipeline.prsink.locate import (
+    AmbiguousSourceError,
+    HostileYamlError,
+    Location,
+    SourceNotFoundError,
+    SourceOfTruth,
+    ValuesRef,
+    WorkloadId,
+    is_manifest_path,
+    load_document,
+    split_documents,
 )
+from pipeline.prsink.patch import ContainerChange, declared_resources, patch_workload
 from pipeline.prsink.state import (
     KafkaStateStore,
     ProposedValues,
@@ -133,7 +147,28 @@ OUTCOMES = (
     "closed-kept",  # a human closed the PR and the change is not material
     "human-branch",  # a human pushed to the bot's branch: commented, not overwritten
     "deferred",  # quota or forge rate limit: retried later
+    "refused",  # the repository cannot be patched safely: dead-lettered, nothing written
 )
+
+#: Why a set was refused (bounded label values of ``daytwo_sink_refusals_total``).
+REFUSAL_REASONS = ("hostile-yaml", "ambiguous-source", "source-not-found", "unpatchable")
+
+
+def refusal_reason(error: BaseException) -> str | None:
+    """The refusal label for an error that means "this repository cannot be patched safely".
+
+    None for anything else (a malformed message, a broker or forge failure): those are
+    not the repository's fault and keep their own handling.
+    """
+    if isinstance(error, HostileYamlError):
+        return "hostile-yaml"
+    if isinstance(error, AmbiguousSourceError):
+        return "ambiguous-source"
+    if isinstance(error, SourceNotFoundError):
+        return "source-not-found"
+    if isinstance(error, SinkError | ConfigError) and not isinstance(error, InvalidMessageError):
+        return "unpatchable"
+    return None
 
 
 def branch_for(workload: WorkloadId) -> str:
@@ -141,32 +176,14 @@ def branch_for(workload: WorkloadId) -> str:
     return f"{BRANCH_PREFIX}{workload.namespace}/{workload.name}"
 
 
-#: The variable the JVM reads its options from; ``jvm_options`` in a recommendation is
-#: its ready-to-paste value.
-JVM_OPTIONS_VARIABLE = "JAVA_TOOL_OPTIONS"
-
-
-def _with_declared_current(
-    rec_set: Mapping[str, Any], manifest: str, document_index: int
-) -> dict[str, Any]:
-    """The set with each member's ``current`` taken from the manifest on the base branch.
-
-    Where the manifest leaves a value unset the recommendation's observed value stays,
-    so the PR says what the file declares and, failing that, what was in force.
-    """
-    kind = WorkloadId.parse(str(rec_set["workload"])).kind
-    members = []
-    for rec in rec_set.get("recommendations", ()):
-        declared = declared_resources(manifest, document_index, kind, str(rec["container"]))
-        observed = dict(rec.get("current") or {})
-        current = {k: (v if v is not None else observed.get(k)) for k, v in declared.items()}
-        members.append({**rec, "current": {**observed, **current}})
-    return {**rec_set, "recommendations": members}
-
-
-def render_pr_note(rec_set: Mapping[str, Any]) -> str:
+def render_pr_note(
+    rec_set: Mapping[str, Any],
+    *,
+    sources: Mapping[str, str] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
     """The content of ``.daytwo/PR.md``: the title as a heading, then the body."""
-    title, body = render_pr(rec_set)
+    title, body = render_pr(rec_set, sources=sources, notes=notes)
     return f"# {title}\n\n{body}\n"
 
 
@@ -206,14 +223,26 @@ def _check_set(rec_set: Mapping[str, Any]) -> tuple[WorkloadId, Sequence[Mapping
     return workload, recommendations
 
 
+#: A Helm values map: ``workload id[:container]`` → values file and YAML path (see
+#: :func:`pipeline.prsink.locate.locate_source`).
+ValuesMap = Mapping[str, ValuesRef | Mapping[str, str]]
+
+
 @dataclass(frozen=True)
 class Proposal:
-    """A set's change to the GitOps repo: the patched manifest and the PR text for it."""
+    """A set's change to the GitOps repo: every file it writes and the PR text for it.
 
-    manifest_path: str
-    manifest: str
+    ``files`` maps repo paths to their full new text (only files that change; a new
+    Kustomize patch file and the kustomization listing it included). ``sources`` says,
+    per container, where its values were written (:meth:`SourceOfTruth.describe`), and
+    ``notes`` what a reviewer must do by hand; both are also in the body.
+    """
+
+    files: dict[str, str]
     title: str
     body: str
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def note(self) -> str:
@@ -221,51 +250,151 @@ class Proposal:
         return f"# {self.title}\n\n{self.body}\n"
 
 
-def build_proposal(repo: GitRepo, rec_set: Mapping[str, Any], base: str) -> Proposal | None:
-    """Patch the workload's manifest as it is at ``base``; None if ``base`` already says it.
+def _parse_quantity(key: str, raw: object) -> float | int | None:
+    if raw is None or isinstance(raw, bool | Mapping | list):
+        return None
+    try:
+        return parse_cpu(str(raw)) if key == "cpu" else parse_memory(str(raw))
+    except (ValueError, ArithmeticError, DaytwoError):
+        return None
 
-    Raises :class:`SinkError` when the manifest cannot be found or patched safely.
+
+def _resources_mapping(value: Any) -> dict[str, float | int | None]:
+    """A ``resources`` mapping (``requests`` / ``limits``) in the contract's base units."""
+    sections = value if isinstance(value, Mapping) else {}
+
+    def read(section: str, key: str) -> float | int | None:
+        values = sections.get(section)
+        return _parse_quantity(key, values.get(key) if isinstance(values, Mapping) else None)
+
+    return {
+        "cpu_request_cores": read("requests", "cpu"),
+        "cpu_limit_cores": read("limits", "cpu"),
+        "memory_request_bytes": read("requests", "memory"),
+        "memory_limit_bytes": read("limits", "memory"),
+    }
+
+
+def _declared_at(files: Mapping[str, str], location: Location, kind: str, container: str) -> Any:
+    """``declared_resources`` of one document, or {} when it does not declare the container."""
+    text = files.get(location.path)
+    if text is None:
+        return {}
+    try:
+        return declared_resources(text, location.document_index, kind, container)
+    except SinkError:
+        return {}
+
+
+def declared_current(
+    files: Mapping[str, str], source: SourceOfTruth
+) -> dict[str, float | int | None]:
+    """What the repository declares for the container now, where its values are written.
+
+    Why from the source of truth: the PR's "current" column must be what the reviewer
+    sees change in the diff. A Kustomize overlay patch overrides its base field by
+    field, so a value the patch leaves out is the base's; a Helm values path or a JSON
+    6902 patch holds the ``resources`` mapping itself. None where nothing declares it.
+    """
+    if source.key_path:
+        text = files.get(source.path)
+        if text is None:
+            return {}
+        try:
+            value: Any = load_document(split_documents(text)[source.document_index])
+            for segment in source.key_path:
+                if isinstance(segment, int):
+                    value = value[segment] if isinstance(value, list) else None
+                else:
+                    value = value.get(segment) if isinstance(value, Mapping) else None
+        except (IndexError, YAMLError, SinkError):
+            return {}
+        return _resources_mapping(value)
+    here = _declared_at(
+        files, Location(source.path, source.document_index), source.kind, source.container
+    )
+    base = (
+        _declared_at(files, source.base, source.kind, source.container)
+        if source.base is not None and source.base.path != source.path
+        else {}
+    )
+    return {
+        key: (here.get(key) if here.get(key) is not None else base.get(key))
+        for key in _RESOURCE_FIELDS[:4]
+    }
+
+
+def _with_declared_current(
+    rec_set: Mapping[str, Any], files: Mapping[str, str], sources: Mapping[str, SourceOfTruth]
+) -> dict[str, Any]:
+    """The set with each member's ``current`` taken from the repository on the base branch.
+
+    Where the repository leaves a value unset the recommendation's observed value stays,
+    so the PR says what the files declare and, failing that, what was in force.
+    """
+    members = []
+    for rec in rec_set.get("recommendations", ()):
+        observed = dict(rec.get("current") or {})
+        source = sources.get(str(rec["container"]))
+        declared = declared_current(files, source) if source is not None else {}
+        current = {k: (v if v is not None else observed.get(k)) for k, v in declared.items()}
+        members.append({**rec, "current": {**observed, **current}})
+    return {**rec_set, "recommendations": members}
+
+
+def propose(
+    files: Mapping[str, str],
+    rec_set: Mapping[str, Any],
+    *,
+    values_map: ValuesMap | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> Proposal | None:
+    """Patch one workload in ``files`` (every manifest of the repo); None if nothing changes.
+
+    Pure over ``files`` (repo path → text), so the dry run, the real publisher and the
+    documentation's example PR all go through the same code. Raises :class:`SinkError`
+    (:class:`~pipeline.prsink.locate.HostileYamlError`,
+    :class:`~pipeline.prsink.locate.AmbiguousSourceError`,
+    :class:`~pipeline.prsink.locate.SourceNotFoundError`) naming the file when the
+    workload cannot be patched safely; nothing is returned half done.
     """
     workload, recommendations = _check_set(rec_set)
-    manifests = repo.read_files_at(
-        base, (path for path in repo.list_files_at(base) if is_manifest_path(path))
+    plan = patch_workload(
+        files,
+        workload,
+        [ContainerChange.from_recommendation(rec) for rec in recommendations],
+        values_map=values_map,
+        annotations=annotations,
     )
-    location = find_workload_document(sorted(manifests.items()), workload)
-    original = manifests[location.path]
-    patched = original
-    missing_env: list[str] = []
-    for recommendation in recommendations:
-        patched = patch_resources(
-            patched,
-            location.document_index,
-            workload.kind,
-            str(recommendation["container"]),
-            recommendation["recommended"],
-        )
-        jvm_options = recommendation.get("jvm_options")
-        if isinstance(jvm_options, Mapping) and jvm_options.get("java_tool_options"):
-            # The heap moves with the limit, in the same commit, or the PR says why not.
-            try:
-                patched = patch_env_value(
-                    patched,
-                    location.document_index,
-                    workload.kind,
-                    str(recommendation["container"]),
-                    name=JVM_OPTIONS_VARIABLE,
-                    value=str(jvm_options["java_tool_options"]),
-                )
-            except EnvVarMissingError:
-                missing_env.append(str(recommendation["container"]))
-    if patched == original:
+    if not plan.files:
         return None
-    title, body = render_pr(_with_declared_current(rec_set, original, location.document_index))
-    for container in missing_env:
-        body += (
-            f"\n\n> **Action needed:** container `{container}` declares no "
-            f"`{JVM_OPTIONS_VARIABLE}`; set it as shown above in the same change as the "
-            "memory limit, or the JVM keeps its old heap inside the new limit."
-        )
-    return Proposal(location.path, patched, title, body)
+    sources = {container: source.describe() for container, source in plan.sources.items()}
+    title, body = render_pr(
+        _with_declared_current(rec_set, files, plan.sources), sources=sources, notes=plan.notes
+    )
+    return Proposal(dict(plan.files), title, body, sources, plan.notes)
+
+
+def manifest_files_at(repo: GitRepo, ref: str) -> dict[str, str]:
+    """Every YAML file of the repository at ``ref`` (path → text), for :func:`propose`."""
+    return repo.read_files_at(
+        ref, (path for path in repo.list_files_at(ref) if is_manifest_path(path))
+    )
+
+
+def build_proposal(
+    repo: GitRepo,
+    rec_set: Mapping[str, Any],
+    base: str,
+    *,
+    values_map: ValuesMap | None = None,
+) -> Proposal | None:
+    """:func:`propose` over the repository as it is at ``base``; None if ``base`` says it.
+
+    Raises :class:`SinkError` when the workload cannot be found or patched safely.
+    """
+    _check_set(rec_set)
+    return propose(manifest_files_at(repo, base), rec_set, values_map=values_map)
 
 
 def commit_message(title: str, rec_set: Mapping[str, Any]) -> str:
@@ -277,18 +406,27 @@ def commit_message(title: str, rec_set: Mapping[str, Any]) -> str:
     )
 
 
+def _stale_files(repo: GitRepo, base: str, branch: str, keep: Mapping[str, str]) -> dict[str, str]:
+    """Files ``branch`` changed from ``base`` that ``keep`` does not write: their base text."""
+    changed = repo.run("diff", "--name-only", "-z", base, f"refs/heads/{branch}").stdout
+    paths = [name.decode("utf-8", "surrogateescape") for name in changed.split(b"\0") if name]
+    return repo.read_files_at(base, (path for path in paths if path not in keep))
+
+
 def apply_recommendation_set(
     repo: GitRepo,
     rec_set: Mapping[str, Any],
     *,
     base_branch: str | None = None,
     author: CommitAuthor | None = None,
+    values_map: ValuesMap | None = None,
 ) -> SinkResult:
     """Dry run: propose one workload's recommendations as a commit on its local branch.
 
-    Reads the manifest from ``base_branch`` (default: the repo's default branch), never
-    from the user's working tree. Raises :class:`SinkError` when the manifest cannot be
-    found or patched safely, :class:`InvalidMessageError` for a malformed set.
+    Reads every manifest from ``base_branch`` (default: the repo's default branch), never
+    from the user's working tree. Raises :class:`SinkError` when the workload cannot be
+    found or patched safely (nothing is committed then), :class:`InvalidMessageError`
+    for a malformed set.
     """
     workload, recommendations = _check_set(rec_set)
     author = author or CommitAuthor()
@@ -305,12 +443,16 @@ def apply_recommendation_set(
             already = "already proposed"
             return SinkResult(workload_text, branch, None, False, (), already, "unchanged")
     base = base_branch or repo.default_branch()
-    proposal = build_proposal(repo, rec_set, base)
+    proposal = build_proposal(repo, rec_set, base, values_map=values_map)
     if proposal is None:
         return SinkResult(
             workload_text, branch, None, False, (), f"{base} already says this", "in-base"
         )
-    files = {proposal.manifest_path: proposal.manifest, PR_NOTE_PATH: proposal.note}
+    files = {**proposal.files, PR_NOTE_PATH: proposal.note}
+    if repo.branch_exists(branch):
+        # The branch stacks proposals; a file an older one changed and this one leaves
+        # alone goes back to the base's text, so the branch says exactly this proposal.
+        files = {**_stale_files(repo, base, branch, files), **files}
     commit = repo.commit_on_branch(
         branch,
         base,
@@ -435,6 +577,7 @@ class PullRequestPublisher:
         labels: Sequence[str] = PR_LABELS,
         profiles: Mapping[str, Profile] | None = None,
         clock: Callable[[], float] = time.time,
+        values_map: ValuesMap | None = None,
     ) -> None:
         self.repo = repo
         self.forge = forge
@@ -443,7 +586,9 @@ class PullRequestPublisher:
         self.labels = tuple(labels)
         self.profiles = dict(profiles or {})
         self.clock = clock
+        self.values_map = dict(values_map or {})
         self._base_branch = base_branch
+        self._files_at: tuple[str, dict[str, str]] | None = None
 
     def refresh(self) -> None:
         """Fetch the remote (the base branch and the bot's branches) once."""
@@ -552,6 +697,13 @@ class PullRequestPublisher:
             updated_at=self.clock(),
         )
 
+    def _manifests_at(self, ref: str) -> dict[str, str]:
+        """Every YAML file at ``ref``, read once per base commit (a batch shares it)."""
+        commit = self.repo.resolve(ref)
+        if self._files_at is None or self._files_at[0] != commit:
+            self._files_at = (commit, manifest_files_at(self.repo, commit))
+        return self._files_at[1]
+
     def _publish(
         self, workload: WorkloadId, rec_set: Mapping[str, Any], state: SinkState | None
     ) -> Publication:
@@ -574,7 +726,7 @@ class PullRequestPublisher:
             # quota check each, and no branch is pushed that would get no PR.
             forge.check_new_pull_request_quota()
 
-        proposal = build_proposal(self.repo, rec_set, base_ref)
+        proposal = propose(self._manifests_at(base_ref), rec_set, values_map=self.values_map)
         if proposal is None:
             return Publication(
                 self._result(
@@ -607,7 +759,7 @@ class PullRequestPublisher:
         commit = (
             None if already_pushed else self._push(branch, base_ref, proposal, rec_set, remote_head)
         )
-        files = () if commit is None else (proposal.manifest_path,)
+        files = () if commit is None else tuple(sorted(proposal.files))
         proposed = proposed_values(rec_set)
         if forge is None:
             return Publication(
@@ -652,7 +804,7 @@ class PullRequestPublisher:
         commit = self.repo.commit_on_base(
             branch,
             base_ref,
-            {proposal.manifest_path: proposal.manifest},
+            proposal.files,
             message=commit_message(proposal.title, rec_set),
             author=self.author,
             signoff=True,
@@ -755,11 +907,16 @@ def process_record(
     *,
     base_branch: str | None = None,
     author: CommitAuthor | None = None,
+    values_map: ValuesMap | None = None,
 ) -> SinkResult:
     """Dry run: decode one Kafka value (validated against the contract) and apply it."""
     rec_set = decode(RecommendationSet, value)
     return apply_recommendation_set(
-        repo, rec_set.model_dump(mode="json"), base_branch=base_branch, author=author
+        repo,
+        rec_set.model_dump(mode="json"),
+        base_branch=base_branch,
+        author=author,
+        values_map=values_map,
     )
 
 
@@ -772,12 +929,13 @@ class SinkMetrics:
     commits: Counter = field(init=False)
     deadletters: Counter = field(init=False)
     human_branches: Counter = field(init=False)
+    refusals: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         self.recommendations = Counter(
             "daytwo_sink_recommendations_total",
             "Recommendation sets the sink handled, by outcome (committed, unchanged, in-base, "
-            "opened, updated, pushed, closed-kept, human-branch, deferred).",
+            "opened, updated, pushed, closed-kept, human-branch, deferred, refused).",
             ["outcome"],
             registry=self.registry,
         )
@@ -795,6 +953,13 @@ class SinkMetrics:
         self.human_branches = Counter(
             "daytwo_sink_human_branch_refusals_total",
             "Updates not pushed because someone else committed on the bot's branch.",
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "daytwo_sink_refusals_total",
+            "Recommendation sets refused because the GitOps repository cannot be patched "
+            "safely, by reason (hostile-yaml, ambiguous-source, source-not-found, unpatchable).",
+            ["reason"],
             registry=self.registry,
         )
 
@@ -815,6 +980,11 @@ class SinkMetrics:
             self.commits.inc()
         if result.outcome == "human-branch":
             self.human_branches.inc()
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a set refused for ``reason`` (one of :data:`REFUSAL_REASONS`)."""
+        self.recommendations.labels(outcome="refused").inc()
+        self.refusals.labels(reason=reason).inc()
 
 
 _METRICS_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, SinkMetrics] = (
@@ -859,6 +1029,7 @@ async def handle_record(
     on_result: Callable[[SinkResult], None] | None = None,
     target: PublishTarget | None = None,
     fetch: bool = True,
+    values_map: ValuesMap | None = None,
 ) -> SinkResult | None:
     """Apply one record, or dead-letter it; never raises for a bad or unpatchable record.
 
@@ -872,14 +1043,33 @@ async def handle_record(
     try:
         if target is None:
             result = await asyncio.to_thread(
-                process_record, repo, value, base_branch=base_branch, author=author
+                process_record,
+                repo,
+                value,
+                base_branch=base_branch,
+                author=author,
+                values_map=values_map,
             )
         else:
             rec_set = decode(RecommendationSet, value).model_dump(mode="json")
             result = await target.publish(rec_set, fetch=fetch)
     except Exception as error:  # every failure dead-letters (see docstring)
         stage = error.stage if isinstance(error, InvalidMessageError) else "apply"
-        if not isinstance(error, InvalidMessageError | SinkError):
+        refused = refusal_reason(error)
+        if refused is not None:
+            # The repository, not the message, is at fault: say which file and why, so
+            # someone can fix it; nothing was written to git or the forge.
+            logger.warning(
+                "refused %s (%s[%s]@%s, %s): %s; nothing written, dead-lettered",
+                key.decode("utf-8", "replace") if key else "?",
+                topic,
+                partition,
+                offset,
+                refused,
+                error,
+            )
+            metrics.count_refusal(refused)
+        elif not isinstance(error, InvalidMessageError | SinkError):
             logger.exception("unexpected error applying %s[%s]@%s", topic, partition, offset)
         letter = make_deadletter(
             topic=topic,
@@ -943,8 +1133,15 @@ async def retry_deferred(
             continue
         try:
             result = await target.publish(state.pending_set, fetch=False)
-        except SinkError as error:
-            logger.error("deferred set for %s cannot be applied: %s", state.workload, error)
+        except (SinkError, ConfigError) as error:
+            reason = refusal_reason(error) or "unpatchable"
+            logger.warning(
+                "refused the deferred set for %s (%s): %s; nothing written",
+                state.workload,
+                reason,
+                error,
+            )
+            metrics.count_refusal(reason)
             await target.store.put(state.evolve(status="in-base", pending_set=None))
             continue
         metrics.count(result)
@@ -954,9 +1151,18 @@ async def retry_deferred(
     return results
 
 
+def _sink_repository(repo_path: Path | None, publisher: PullRequestPublisher | None) -> GitRepo:
+    """The publisher's clone for real, else the local repository of the dry run."""
+    if publisher is not None:
+        return publisher.repo
+    if repo_path is None:
+        raise ConfigError("the dry run needs the local GitOps repository (repo_path)")
+    return GitRepo(repo_path)
+
+
 async def run_sink(
     bootstrap: str,
-    repo_path: Path,
+    repo_path: Path | None,
     *,
     group_id: str = "daytwo-sink",
     topic: str = RECOMMENDATIONS_TOPIC,
@@ -972,12 +1178,15 @@ async def run_sink(
     idempotent: bool = True,
     publisher: PullRequestPublisher | None = None,
     state_topic: str | None = None,
+    values_map: ValuesMap | None = None,
 ) -> None:
     """Consume recommendation sets until ``stop_event`` is set.
 
-    Without ``publisher`` this is the dry run on the local repository at ``repo_path``.
-    With it, sets are published for real and the sink's memory lives on ``state_topic``
-    (created if missing; required), read in full before the first record is handled.
+    Without ``publisher`` this is the dry run on the local repository at ``repo_path``
+    (required then). With it, sets are published for real (``repo_path`` is unused) and
+    the sink's memory lives on ``state_topic`` (created if missing; required), read in
+    full before the first record is handled. ``values_map`` maps workloads to Helm
+    values in the dry run; the publisher carries its own.
 
     Offsets are committed only after every record of a batch was applied (its state
     written) or dead-lettered, so a crash replays (harmlessly: applying is idempotent)
@@ -985,7 +1194,7 @@ async def run_sink(
     only, whose in-memory storage answers aiokafka's InitProducerId with UnknownError
     (see agents/publisher.py); the producers keep ``acks="all"`` either way.
     """
-    repo = GitRepo(repo_path)
+    repo = _sink_repository(repo_path, publisher)
     metrics = SinkMetrics.for_registry(registry)
     target: PublishTarget | None = None
     store: KafkaStateStore | None = None
@@ -1043,6 +1252,7 @@ async def run_sink(
                                 on_result=on_result,
                                 target=target,
                                 fetch=not fetched,
+                                values_map=values_map,
                             )
                     if batches:
                         await consumer.commit()
