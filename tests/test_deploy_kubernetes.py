@@ -48,8 +48,7 @@ KUBERNETES_VERSION = "1.30"
 BUILT_IN_PROFILES = frozenset({"performance-first", "balanced", "cost-optimized"})
 
 #: Reference (as produced by :func:`references`) -> why the code lacks it, and who adds it.
-PENDING_IN_CODE: dict[str, str] = {
-}
+PENDING_IN_CODE: dict[str, str] = {}
 
 #: The only API access daytwo has: (apiGroup, resource) -> allowed verbs.
 LEAST_PRIVILEGE: dict[tuple[str, str], frozenset[str]] = {
