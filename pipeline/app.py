@@ -188,6 +188,7 @@ def build_worker(
     metrics = WorkerMetrics.create(registry)
     processor = Processor(
         profile_for=None if profile is not None else profiles.for_spec,
+        prices=profiles.catalog.prices,
         profile=profile or profiles.default(),
         store=FaustStore(table),
         metrics=metrics,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agents.inventory import facts_from_spec
+from pipeline.core.cost import PriceBook
 from pipeline.core.engine import ContainerEngine
 from pipeline.core.profiles import Profile
 from pipeline.core.sizing import CurrentResources, recommend
@@ -91,6 +92,8 @@ class Processor:
     source_topic: str
     jvm_topic: str = JVM_SAMPLES
     spec_topic: str = WORKLOAD_SPECS
+    prices: PriceBook = field(default_factory=PriceBook)
+    """Unit prices, by node pool (the profiles file's ``prices``)."""
     profile_for: Callable[[str, str | None], Profile] | None = None
     """The profile of a workload id and the profile its spec names (None: none yet), by
     the catalog's namespace defaults; else ``profile`` for every container."""
@@ -189,6 +192,7 @@ class Processor:
                 continue  # replayed or out of date
             state = ContainerSpecState(
                 hpa=_cpu_hpa(spec, container.name),
+                node_pool=_node_pool(spec),
                 profile=spec.profile,
                 replicas=spec.replicas,
                 resources={
@@ -227,6 +231,8 @@ class Processor:
             jvm_max_heap_bytes=engine.spec.jvm_max_heap_bytes,
         )
         engine.replicas = max(1, state.replicas or 1)
+        engine.node_pool = state.node_pool if state.node_pool in self.prices.node_pools else None
+        engine.prices = self.prices.for_pool(state.node_pool)
 
     def _dead_letter(
         self,
@@ -424,6 +430,7 @@ class Processor:
             now=last,
             prices=engine.prices,
             replicas=engine.replicas,
+            node_pool=engine.node_pool,
         )
         return None if proposal is None else validate_dict(Recommendation, proposal)
 
@@ -547,3 +554,14 @@ def _cpu_hpa(spec: WorkloadSpec, container: str) -> HpaTargetState | None:
         ):
             return HpaTargetState(facts.hpa.name, target.utilization, facts.hpa.max_replicas)
     return None
+
+
+def _node_pool(spec: WorkloadSpec) -> str | None:
+    """The workload's node pool when the inventory saw exactly one (its prices apply)."""
+    try:
+        facts = facts_from_spec(spec)
+    except CollectorError:
+        return None
+    if facts is None or len(facts.node_pools) != 1:
+        return None
+    return facts.node_pools[0]

@@ -1,6 +1,6 @@
 """HPA-awareness end to end: recorded Kubernetes objects → the inventory's workload spec →
 the worker → a recommendation that sizes the request for the HPA instead of fighting it
-(issue 6, acceptance 2)."""
+(issue 6, acceptance 2), costed with the prices of the workload's node pool."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from agents.inventory import build_workloads
+from pipeline.core.cost import DEFAULT_PRICES, PriceBook, Prices
 from pipeline.core.hpa import hpa_aware_request
 from pipeline.core.quantity import round_up_cpu
 from pipeline.metrics import WorkerMetrics
@@ -33,7 +34,10 @@ def test_a_cpu_hpa_from_recorded_objects_sizes_the_request_for_its_target() -> N
     container = workload.spec.containers[0].name
 
     resolver = ProfileResolver(load_catalog(None), FAST)
+    (pool,) = workload.facts.node_pools
+    spot = Prices(cpu_core_hour_usd=0.01, memory_gib_hour_usd=0.001)
     processor = Processor(
+        prices=PriceBook(DEFAULT_PRICES, {pool: spot}),
         profile=resolver.default(),
         store=MemoryStore(),
         metrics=WorkerMetrics.create(CollectorRegistry()),
@@ -72,4 +76,7 @@ def test_a_cpu_hpa_from_recorded_objects_sizes_the_request_for_its_target() -> N
     assert rec.current.cpu_request_cores == declared.cpu_request_cores
     assert rec.evidence.cost is not None
     assert rec.evidence.cost.replicas == max(1, workload.spec.replicas or 1)
+    # ... and its node pool's prices are the ones the cost uses.
+    assert rec.evidence.cost.node_pool == pool
+    assert rec.evidence.cost.cpu_core_hour_usd == spot.cpu_core_hour_usd
     assert orjson.loads(encode(rec_set))["workload"] == WORKLOAD

@@ -231,6 +231,7 @@ class ContainerEngine:
         "container",
         "evaluate_on_ticks",
         "failures",
+        "node_pool",
         "prices",
         "profile",
         "proposals",
@@ -260,6 +261,8 @@ class ContainerEngine:
         """What the spec (or the cgroup) says is in force; the stream keeps it current."""
         self.replicas = 1
         """Replicas the cost delta is multiplied by (the spec's; 1 when unknown)."""
+        self.node_pool: str | None = None
+        """The node pool whose prices :attr:`prices` are (for the evidence; None: default)."""
         self.proposals: list[Decision] = []
         """Proposals made on ticks since :meth:`take_proposals` last emptied the list."""
         self.failures: list[Exception] = []
@@ -333,6 +336,7 @@ class ContainerEngine:
             now=now,
             prices=self.prices,
             replicas=self.replicas,
+            node_pool=self.node_pool,
         )
         propose, reason = decide(
             recommendation, window=self.window, profile=self.profile, current=current, now=now

@@ -581,6 +581,7 @@ class ContainerSpecState:
     resources: dict[str, float | None]
     timestamp: float
     hpa: HpaTargetState | None = None
+    node_pool: str | None = None
 
     def to_state(self) -> dict[str, object]:
         """JSON-ready dict."""
@@ -590,6 +591,7 @@ class ContainerSpecState:
             "resources": self.resources,
             "t": self.timestamp,
             "hpa": None if self.hpa is None else self.hpa.to_state(),
+            "pool": self.node_pool,
         }
 
     @classmethod
@@ -611,6 +613,7 @@ class ContainerSpecState:
             resources=resources,
             timestamp=_number(data["t"]),
             hpa=HpaTargetState.from_state(data["hpa"]),
+            node_pool=_optional_str(data["pool"]),
         )
 
 
