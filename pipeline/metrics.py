@@ -28,7 +28,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -555,6 +555,44 @@ class SinkMetrics:
         if metrics is None:
             metrics = _SINK_METRICS[registry] = cls(registry)
         return metrics
+
+    def count(self, result: SinkOutcome) -> None:
+        """Count one handled set by outcome, its commit, a refusal to overwrite a human's
+        branch, and what it did to a pull request (opened, updated, refused)."""
+        outcome = result.outcome or ("committed" if result.changed else "unchanged")
+        self.recommendations.labels(outcome=outcome).inc()
+        if result.commit is not None:
+            self.commits.inc()
+        if outcome == "human-branch":
+            self.human_branches.inc()
+        action = SINK_PR_ACTION_BY_OUTCOME.get(outcome)
+        if action is not None:
+            self.pull_requests.labels(action=action).inc()
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a set refused because the repository cannot be patched safely."""
+        self.recommendations.labels(outcome="refused").inc()
+        self.refusals.labels(reason=reason).inc()
+
+
+class SinkOutcome(Protocol):
+    """What :meth:`SinkMetrics.count` reads of a sink result."""
+
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def changed(self) -> bool: ...
+    @property
+    def commit(self) -> str | None: ...
+
+
+SINK_PR_ACTION_BY_OUTCOME: Final[dict[str, str]] = {
+    "opened": "opened",
+    "updated": "updated",
+    "deferred": "refused",
+}
+"""Sink outcomes that opened, updated or (quota, forge) refused a pull request; a dry run
+commits a local branch and opens nothing."""
 
 
 _SINK_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, SinkMetrics] = (

@@ -57,7 +57,7 @@ from pipeline.core.profiles import DEFAULT_PROFILE_NAME
 from pipeline.errors import ConfigError
 from pipeline.metrics import serve_metrics
 from pipeline.prsink.git import CommitAuthor
-from pipeline.prsink.sink import run_sink
+from pipeline.prsink.sink import load_values_map, run_sink
 from pipeline.settings import Settings, require_bootstrap
 from pipeline.topics import topic_names
 from schemas.models import ContainerSampleBatch
@@ -609,6 +609,7 @@ def run_sink_process(settings: Settings, registry: CollectorRegistry) -> None:
             author=CommitAuthor(settings.git_author_name, settings.git_author_email),
             idempotent=not settings.broker_is_embedded,
             publisher=publisher,
+            values_map=load_values_map(settings.helm_values_map),
             state_topic=settings.topic_prefix + SINK_STATE_SPEC.name if for_real else None,
         )
 

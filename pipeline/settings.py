@@ -299,6 +299,12 @@ class Settings(BaseSettings):
         description="Sink: user name git sends with the token over https (default: "
         "x-access-token for GitHub, oauth2 for GitLab).",
     )
+    helm_values_map: Path | None = Field(
+        default=None,
+        description="Sink: YAML file mapping workload id (or 'workload id:container') to "
+        "the Helm values file and key path of its resources, 'values.yaml#app.resources' "
+        "(for workloads without the daytwo.io/values-path annotation).",
+    )
     forge_kind: Literal["github", "gitlab"] | None = Field(
         default=None,
         description="Sink: forge to open pull/merge requests on (github or gitlab); unset "

@@ -594,16 +594,34 @@ def _family_names(registry: CollectorRegistry) -> set[str]:
     return {family.name for family in registry.collect()}
 
 
-def test_sink_metrics_here_cover_every_counter_the_sink_exports() -> None:
-    """``pipeline.metrics.SinkMetrics`` is meant to replace the sink's own class without a
-    chart changing: same names, plus the pull-request counter."""
-    from pipeline.prsink import sink  # noqa: PLC0415 - only this test needs the sink
+def test_sink_metrics_count_pull_requests_by_action() -> None:
+    """The sink counts through ``pipeline.metrics.SinkMetrics``: outcomes, commits and what
+    happened to a pull request (the dashboards chart ``daytwo_sink_pull_requests_total``)."""
+    from pipeline.prsink.sink import SinkResult  # noqa: PLC0415 - only this test needs it
 
-    theirs, ours = CollectorRegistry(), CollectorRegistry()
-    sink.SinkMetrics.for_registry(theirs)
-    SinkMetrics.for_registry(ours)
-    assert _family_names(theirs) <= _family_names(ours)
-    assert "daytwo_sink_pull_requests" in _family_names(ours)
+    registry = CollectorRegistry()
+    metrics = SinkMetrics.for_registry(registry)
+    assert SinkMetrics.for_registry(registry) is metrics
+
+    def result(outcome: str) -> SinkResult:
+        return SinkResult(
+            workload="c/ns/Deployment/a",
+            branch="daytwo/ns/a",
+            commit="abc" if outcome in {"opened", "updated"} else None,
+            changed=outcome in {"opened", "updated"},
+            files=(),
+            reason=outcome,
+            outcome=outcome,
+        )
+
+    for outcome in ("opened", "updated", "updated", "deferred", "unchanged"):
+        metrics.count(result(outcome))
+    value = registry.get_sample_value
+    assert value("daytwo_sink_pull_requests_total", {"action": "opened"}) == 1
+    assert value("daytwo_sink_pull_requests_total", {"action": "updated"}) == 2
+    assert value("daytwo_sink_pull_requests_total", {"action": "refused"}) == 1
+    assert value("daytwo_sink_commits_total") == 3
+    assert value("daytwo_sink_recommendations_total", {"outcome": "unchanged"}) == 1
 
 
 # --------------------------------------------------------------------------- acceptance

@@ -565,3 +565,20 @@ def test_the_sink_needs_a_repository_or_a_remote() -> None:
     settings = Settings(kafka_bootstrap="127.0.0.1:9")
     with pytest.raises(ConfigError, match="DAYTWO_GITOPS_REMOTE_URL"):
         run_sink_process(settings, CollectorRegistry())
+
+
+def test_the_helm_values_map_file_is_read_with_clear_errors(tmp_path: Path) -> None:
+    from pipeline.prsink.sink import load_values_map  # noqa: PLC0415 - one test's import
+
+    good = tmp_path / "values-map.yaml"
+    good.write_text(
+        "prod/shop/Deployment/checkout:app: envs/prod/values.yaml#app.resources\n",
+        encoding="utf-8",
+    )
+    (ref,) = load_values_map(good).values()
+    assert ref.file == "envs/prod/values.yaml"
+    assert load_values_map(None) == {}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prod/shop/Deployment/checkout: values.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: entry 'prod/shop/Deployment/checkout'"):
+        load_values_map(bad)

@@ -30,7 +30,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,8 @@ from aiokafka import (  # type: ignore[import-untyped, unused-ignore]
     AIOKafkaProducer,
 )
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped, unused-ignore]
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from pipeline.core.engine import material_changes
@@ -56,6 +56,7 @@ from pipeline.errors import (
     InvalidMessageError,
     SinkError,
 )
+from pipeline.metrics import SinkMetrics
 from pipeline.prsink.body import extract_hash, render_pr
 from pipeline.prsink.forge import (
     Forge,
@@ -920,78 +921,6 @@ def process_record(
     )
 
 
-@dataclass
-class SinkMetrics:
-    """The sink's own counters, registered on the registry passed in (never the global)."""
-
-    registry: CollectorRegistry
-    recommendations: Counter = field(init=False)
-    commits: Counter = field(init=False)
-    deadletters: Counter = field(init=False)
-    human_branches: Counter = field(init=False)
-    refusals: Counter = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.recommendations = Counter(
-            "daytwo_sink_recommendations_total",
-            "Recommendation sets the sink handled, by outcome (committed, unchanged, in-base, "
-            "opened, updated, pushed, closed-kept, human-branch, deferred, refused).",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.commits = Counter(
-            "daytwo_sink_commits_total",
-            "Commits the sink made on daytwo branches.",
-            registry=self.registry,
-        )
-        self.deadletters = Counter(
-            "daytwo_sink_deadletters_total",
-            "Records the sink could not apply and sent to the dead-letter topic, by stage.",
-            ["stage"],
-            registry=self.registry,
-        )
-        self.human_branches = Counter(
-            "daytwo_sink_human_branch_refusals_total",
-            "Updates not pushed because someone else committed on the bot's branch.",
-            registry=self.registry,
-        )
-        self.refusals = Counter(
-            "daytwo_sink_refusals_total",
-            "Recommendation sets refused because the GitOps repository cannot be patched "
-            "safely, by reason (hostile-yaml, ambiguous-source, source-not-found, unpatchable).",
-            ["reason"],
-            registry=self.registry,
-        )
-
-    @classmethod
-    def for_registry(cls, registry: CollectorRegistry) -> SinkMetrics:
-        """The registry's sink counters, created once; a restarted sink keeps counting."""
-        metrics = _METRICS_BY_REGISTRY.get(registry)
-        if metrics is None:
-            metrics = _METRICS_BY_REGISTRY[registry] = cls(registry)
-        return metrics
-
-    def count(self, result: SinkResult) -> None:
-        """Count one result by outcome (and its commit, and a refusal to overwrite)."""
-        self.recommendations.labels(
-            outcome=result.outcome or ("committed" if result.changed else "unchanged")
-        ).inc()
-        if result.commit is not None:
-            self.commits.inc()
-        if result.outcome == "human-branch":
-            self.human_branches.inc()
-
-    def count_refusal(self, reason: str) -> None:
-        """Count a set refused for ``reason`` (one of :data:`REFUSAL_REASONS`)."""
-        self.recommendations.labels(outcome="refused").inc()
-        self.refusals.labels(reason=reason).inc()
-
-
-_METRICS_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, SinkMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 #: Sends a dead letter: (key, value bytes) → awaited until the broker has it.
 DeadletterPublisher = Callable[[bytes | None, bytes], Awaitable[None]]
 
@@ -1352,6 +1281,30 @@ def build_forge(
     )
 
 
+def load_values_map(path: Path | None) -> dict[str, ValuesRef]:
+    """Read the Helm values map (``DAYTWO_HELM_VALUES_MAP``): ``{workload id[:container]:
+    "values.yaml#key.path.to.resources"}``; errors name the file and the entry."""
+    if path is None:
+        return {}
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except (OSError, YAMLError) as exc:
+        raise ConfigError(f"cannot read the Helm values map {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the Helm values map must map workload ids to 'file#path'")
+    refs: dict[str, ValuesRef] = {}
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: entry {key!r} must be a 'values.yaml#path' string")
+        try:
+            refs[str(key)] = ValuesRef.parse(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: entry {key!r}: {exc}") from None
+    return refs
+
+
 def build_publisher(
     settings: Settings,
     *,
@@ -1386,4 +1339,5 @@ def build_publisher(
         author=CommitAuthor(settings.git_author_name, settings.git_author_email),
         profiles=profiles,
         clock=clock,
+        values_map=load_values_map(settings.helm_values_map),
     )
