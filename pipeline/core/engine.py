@@ -119,12 +119,18 @@ def material_changes(
 
 
 def risks(window: ContainerWindow, profile: Profile, current: CurrentResources) -> list[str]:
-    """What is at risk now, as ``("memory" | "cpu", reason)`` sentences, for the cool-down
-    bypass. Each entry starts with ``memory:`` or ``cpu:``."""
+    """What is at risk now, as sentences starting ``memory:`` or ``cpu:``, for the
+    cool-down bypass. Memory is never "at risk" while a leak is suspected: raising the
+    limit for a leak only postpones the kill, so it waits for the cool-down."""
     found = []
-    if window.last_oom_timestamp is not None and (
-        window.last_proposal_timestamp is None
-        or window.last_oom_timestamp > window.last_proposal_timestamp
+    leaking = window.leak() is not None
+    if (
+        not leaking
+        and window.last_oom_timestamp is not None
+        and (
+            window.last_proposal_timestamp is None
+            or window.last_oom_timestamp > window.last_proposal_timestamp
+        )
     ):
         found.append("memory: an OOM kill since the last proposal")
     limit = (
@@ -133,7 +139,12 @@ def risks(window: ContainerWindow, profile: Profile, current: CurrentResources) 
         else window.memory_limit_bytes
     )
     peak = window.memory_peak_bytes()
-    if limit is not None and peak is not None and peak >= MEMORY_AT_RISK_SHARE * limit:
+    if (
+        not leaking
+        and limit is not None
+        and peak is not None
+        and peak >= MEMORY_AT_RISK_SHARE * limit
+    ):
         found.append(
             f"memory: the working-set peak {format_memory(peak)} is at "
             f"{peak / limit:.0%} of the {format_memory(limit)} limit"

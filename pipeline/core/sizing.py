@@ -220,7 +220,7 @@ def recommend(
         now=now,
         rules=rules,
     )
-    memory = _hold_memory_on_leak(window, memory_in_force, memory, rules)
+    _note_leak(window, profile, memory, rules)
     if is_jvm:
         assert heap is not None
         sizing = heap_sizing_in_use(jvm, current.jvm_max_heap_bytes is not None)
@@ -534,34 +534,27 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} hours"
 
 
-def _hold_memory_on_leak(
-    window: ContainerWindow, in_force: int | None, memory: int, rules: list[dict[str, str]]
-) -> int:
-    """A suspected leak is reported, and memory is not raised above what is in force:
-    more memory only postpones the OOM kill of a leaking process (rule
-    ``memory-leak-suspected``)."""
+def _note_leak(
+    window: ContainerWindow, profile: Profile, memory: int, rules: list[dict[str, str]]
+) -> None:
+    """Report a suspected leak (rule ``memory-leak-suspected``). Memory still covers the
+    peak seen (a limit below observed usage is an OOM kill daytwo would cause), but raises
+    come at most once per cool-down: the engine drops the at-risk bypass for memory while
+    a leak is suspected, so the limit does not chase the leak without end."""
     leak = window.leak()
     if leak is None:
-        return memory
-    if in_force is not None and memory > in_force:
-        held = in_force
-        outcome = (
-            f"memory kept at the {format_memory(in_force)} in force instead of "
-            f"{format_memory(memory)}"
-        )
-    else:
-        held = memory
-        outcome = f"memory {format_memory(memory)}"
+        return
     rules.append(
         _rule(
             "memory-leak-suspected",
             f"Suspected memory leak: the working set has climbed {_mebibytes(leak.slope_per_hour)}"
             f" per hour since {_iso(leak.since)} (straight-line fit r² {leak.r2:.2f}, "
-            f"+{leak.growth_share:.0%}); {outcome}. Fix the leak, or restart on a schedule: "
-            "a larger limit only postpones the OOM kill.",
+            f"+{leak.growth_share:.0%}); memory {format_memory(memory)} covers the peak seen, "
+            f"and rises at most once per {_duration(profile.proposal_cooldown_seconds)} "
+            "cool-down. Fix the leak, or restart on a schedule: a larger limit only "
+            "postpones the OOM kill.",
         )
     )
-    return held
 
 
 def decreases_allowed_from(window: ContainerWindow, profile: Profile) -> float | None:
