@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped, unused-ign
 from prometheus_client import CollectorRegistry
 
 from pipeline.errors import ConfigError
+from pipeline.metrics import SinkMetrics
 from pipeline.prsink.body import extract_hash
 from pipeline.prsink.forge import (
     Forge,
@@ -41,7 +42,6 @@ from pipeline.prsink.sink import (
     PR_LABELS,
     PublishTarget,
     PullRequestPublisher,
-    SinkMetrics,
     SinkResult,
     apply_recommendation_set,
     build_publisher,

@@ -21,11 +21,11 @@ from aiokafka import (  # type: ignore[import-untyped, unused-ignore]
 from prometheus_client import CollectorRegistry
 
 from pipeline.errors import ConfigError, SinkError
+from pipeline.metrics import SinkMetrics
 from pipeline.prsink.body import counterfactual_lines, extract_hash, hash_marker, render_pr
 from pipeline.prsink.git import CommitAuthor, GitRepo
 from pipeline.prsink.sink import (
     PR_NOTE_PATH,
-    SinkMetrics,
     SinkResult,
     apply_recommendation_set,
     handle_record,

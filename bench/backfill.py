@@ -1,0 +1,301 @@
+"""Backfill: analyse 14 days x 1,000 workloads of history from a real Prometheus.
+
+Setup (cached, not measured): ``tests/prom_helpers.py`` generates a seeded cluster
+(Deployments, StatefulSets, DaemonSets, CronJobs with cAdvisor and kube-state-metrics
+series on a 5-minute grid), writes it as OpenMetrics, backfills it with ``promtool tsdb
+create-blocks-from openmetrics``; the TSDB is kept under ``$XDG_CACHE_HOME/daytwo-bench``
+(``~/.cache/daytwo-bench``) keyed by seed, size and length, so a rerun skips it.
+
+Measured, per run (a fresh :class:`~agents.prometheus.PromQLClient` against one started
+``prometheus``): :meth:`~agents.prometheus.PrometheusSource.backfill` over the whole
+range, every batch folded into one :class:`~pipeline.core.engine.ContainerEngine` per
+container as it arrives, then every container evaluated at its last sample (what
+``daytwo analyze`` does with a trace). Reported: wall time (and the part spent in the
+engines), PromQL queries and series returned (the client's counters), the largest range
+answer, samples and containers.
+
+Run: ``.venv/bin/python -m bench.backfill [--quick]`` (needs /usr/bin/prometheus and
+/usr/bin/promtool, the Debian ``prometheus`` package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from agents.prometheus import PrometheusSource, PrometheusSourceConfig, PromQLClient
+from bench.common import (
+    command_line,
+    echo,
+    machine,
+    markdown_table,
+    parser,
+    print_table,
+    record,
+    spread,
+)
+from pipeline.core.engine import ContainerEngine
+from pipeline.core.profiles import BALANCED
+from pipeline.core.sizing import CurrentResources
+from pipeline.processor import _sample_input
+from tests.prom_helpers import (
+    build_prometheus,
+    generate_cluster,
+    prometheus_available,
+    running_prometheus,
+)
+
+CONTAINERS_PER_WORKLOAD: Final = 2.2
+"""About how many concurrent containers the generator makes per workload (replicas x
+sidecars; a CronJob counts once): its ``containers`` argument is workloads x this."""
+TARGET_SECONDS: Final = 600.0
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """Sizes of one backfill benchmark."""
+
+    workloads: int
+    days: float
+    runs: int
+    interval_seconds: int = 300
+    seed: int = 14
+
+
+QUICK: Final = BackfillConfig(workloads=8, days=0.25, runs=1)
+FULL: Final = BackfillConfig(workloads=1000, days=14.0, runs=1)
+
+
+def cache_root() -> Path:
+    """Where generated TSDBs are kept between runs."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "daytwo-bench"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A backfilled TSDB and what it holds."""
+
+    tsdb: Path
+    start: float
+    end: float
+    workloads: int
+    pod_containers: int
+    setup_seconds: dict[str, float]
+    cached: bool
+
+
+def dataset(config: BackfillConfig, root: Path) -> Dataset:
+    """The TSDB for ``config``: from the cache, else generated and backfilled into it."""
+    containers = round(config.workloads * CONTAINERS_PER_WORKLOAD)
+    hours = config.days * 24
+    key = f"prom-s{config.seed}-c{containers}-h{hours:g}-i{config.interval_seconds}"
+    directory = root / key
+    meta_path = directory / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        return Dataset(
+            directory / "tsdb",
+            meta["start"],
+            meta["end"],
+            meta["workloads"],
+            meta["pod_containers"],
+            meta["setup_seconds"],
+            cached=True,
+        )
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    echo(f"generating {config.days:g} days x ~{config.workloads} workloads (cached in {directory})")
+    began = time.perf_counter()
+    cluster = generate_cluster(
+        seed=config.seed, containers=containers, hours=hours, interval=config.interval_seconds
+    )
+    timings = {"generate": time.perf_counter() - began}
+    timings |= build_prometheus(cluster, directory)
+    meta = {
+        "start": float(cluster.start),
+        "end": float(cluster.end),
+        "workloads": len({c.workload for c in cluster.containers}),
+        "pod_containers": len(cluster.containers),
+        "setup_seconds": timings,
+    }
+    meta_path.write_text(json.dumps(meta))  # written last: marks the cache complete
+    return Dataset(
+        directory / "tsdb",
+        meta["start"],
+        meta["end"],
+        meta["workloads"],
+        meta["pod_containers"],
+        timings,
+        cached=False,
+    )
+
+
+@dataclass(frozen=True)
+class BackfillRun:
+    """One backfill + analysis."""
+
+    seconds: float
+    engine_seconds: float
+    queries: int
+    series: int
+    largest_range_series: int
+    largest_range_points: int
+    batches: int
+    samples: int
+    containers: int
+    recommendations: int
+
+
+def analyse(url: str, data: Dataset, config: BackfillConfig) -> BackfillRun:
+    """Backfill the whole range and fold it into one engine per container."""
+    engines: dict[tuple[str, str], ContainerEngine] = {}
+    batches = samples = 0
+    engine_seconds = 0.0
+    began = time.perf_counter()
+    with PromQLClient(url, timeout_seconds=300) as client:
+        source = PrometheusSource(
+            client,
+            PrometheusSourceConfig(
+                cluster="bench",
+                step_seconds=float(config.interval_seconds),
+                scrape_interval_seconds=float(config.interval_seconds),
+            ),
+        )
+        for batch in source.backfill(data.start, data.end):
+            folded = time.perf_counter()
+            batches += 1
+            for sample in batch.samples:
+                key = (batch.workload, sample.container)
+                engine = engines.get(key)
+                if engine is None:
+                    engine = engines[key] = ContainerEngine(
+                        BALANCED, workload=batch.workload, container=sample.container
+                    )
+                engine.apply(_sample_input(sample))
+                samples += 1
+            engine_seconds += time.perf_counter() - folded
+        folded = time.perf_counter()
+        recommendations = 0
+        for engine in engines.values():
+            last = engine.window.last_timestamp
+            if last is not None and engine.evaluate(last, CurrentResources()).recommendation:
+                recommendations += 1
+        engine_seconds += time.perf_counter() - folded
+        return BackfillRun(
+            seconds=time.perf_counter() - began,
+            engine_seconds=engine_seconds,
+            queries=client.queries_issued,
+            series=client.series_returned,
+            largest_range_series=client.largest_range_series,
+            largest_range_points=client.largest_range_points,
+            batches=batches,
+            samples=samples,
+            containers=len(engines),
+            recommendations=recommendations,
+        )
+
+
+@dataclass
+class BackfillReport:
+    """Everything the command prints and records."""
+
+    config: BackfillConfig
+    data: Dataset
+    runs: list[BackfillRun]
+    prometheus_start_seconds: float
+
+
+def run(config: BackfillConfig, root: Path | None = None) -> BackfillReport | str:
+    """Run the benchmark, or say why it cannot run here."""
+    if not prometheus_available():
+        return "/usr/bin/prometheus or /usr/bin/promtool is absent (Debian package `prometheus`)"
+    data = dataset(config, root if root is not None else cache_root())
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="daytwo-bench-prom-") as tmp:
+        began = time.perf_counter()
+        with running_prometheus(data.tsdb, Path(tmp)) as server:
+            started = time.perf_counter() - began
+            for index in range(config.runs):
+                echo(f"backfill run {index + 1}/{config.runs}")
+                runs.append(analyse(server.url, data, config))
+    return BackfillReport(config, data, runs, started)
+
+
+def render(report: BackfillReport) -> str:
+    """Print the table; return the markdown body of the result block."""
+    config, data, runs = report.config, report.data, report.runs
+    seconds = spread([r.seconds for r in runs])
+    first = runs[0]
+    rows = [
+        ("history", f"{config.days:g} days, {config.interval_seconds} s grid"),
+        ("workloads / pod containers generated", f"{data.workloads:,} / {data.pod_containers:,}"),
+        ("containers analysed (workload x container)", f"{first.containers:,}"),
+        ("samples analysed", f"{first.samples:,} in {first.batches:,} batches"),
+        ("backfill + analysis wall time (s)", seconds.text("{:.1f}")),
+        ("  of which in the engines (s)", spread([r.engine_seconds for r in runs]).text("{:.1f}")),
+        (
+            "  of which Prometheus + the source (s)",
+            spread([r.seconds - r.engine_seconds for r in runs]).text("{:.1f}"),
+        ),
+        ("PromQL queries", f"{first.queries:,}"),
+        ("series returned", f"{first.series:,}"),
+        (
+            "largest range answer",
+            f"{first.largest_range_series:,} series x {first.largest_range_points:,} points",
+        ),
+        ("containers with a recommendation", f"{first.recommendations:,}"),
+        (
+            f"target < {TARGET_SECONDS / 60:.0f} min",
+            "met" if seconds.median < TARGET_SECONDS else "missed",
+        ),
+        ("prometheus start (s, not measured)", f"{report.prometheus_start_seconds:.1f}"),
+        (
+            "setup: generate / OpenMetrics / promtool (s, not measured)",
+            " / ".join(
+                f"{data.setup_seconds.get(k, 0.0):.0f}"
+                for k in ("generate", "write_openmetrics", "promtool_backfill")
+            )
+            + (" (from the cache)" if data.cached else ""),
+        ),
+    ]
+    print_table("daytwo backfill from a real Prometheus", ("measure", "value"), rows)
+    return markdown_table(("measure", "value"), rows)
+
+
+def main(argv: Sequence[str] | None = None) -> BackfillReport | str:
+    """``python -m bench.backfill``."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    options_parser = parser("Backfill: 14 days x 1,000 workloads from a real Prometheus.")
+    options_parser.add_argument("--cache", type=Path, default=None, help="TSDB cache directory")
+    options = options_parser.parse_args(args_list)
+    base = QUICK if options.quick else FULL
+    config = dataclasses.replace(base, runs=options.runs or base.runs)
+    host = machine()
+    report = run(config, options.cache)
+    if isinstance(report, str):
+        print(f"backfill benchmark skipped: {report}")
+        return report
+    body = render(report)
+    if not options.no_record:
+        record(
+            options.doc,
+            "backfill",
+            command=command_line("bench.backfill", args_list),
+            host=host,
+            body=body,
+        )
+    return report
+
+
+if __name__ == "__main__":
+    main()
