@@ -607,6 +607,8 @@ class _SignalTrack:
 
     __slots__ = (
         "adwin",
+        "adwin_cache",
+        "adwin_updates",
         "bucket",
         "bucket_count",
         "bucket_sum",
@@ -641,6 +643,11 @@ class _SignalTrack:
         # detection): both None, and warm_* collect bucket means.
         self.adwin: ADWIN | None = None
         self.ph: PageHinkley | None = None
+        # ADWIN's saved form changes only when it is fed (once per bucket) or replaced;
+        # decoding River's bytes is the costliest part of a checkpoint, so the last
+        # result is kept with the detector and update count it was made from.
+        self.adwin_updates = 0
+        self.adwin_cache: tuple[object, int, object] | None = None
         self.ph_up_anchor = 0
         self.ph_down_anchor = 0
         self.warm_sum = 0.0
@@ -760,6 +767,7 @@ class DriftTracker:
         # integers and its bucket variances short binary fractions, which keeps the
         # saved state small; 1 % resolution is far finer than the shifts that count.
         adwin.update(float(round(100.0 * x)))  # type: ignore[no-untyped-call]  # river: no hints
+        track.adwin_updates += 1
         ph.update(x)  # type: ignore[no-untyped-call]  # river ships no type hints
         if ph._sum_increase <= ph._min_increase:
             track.ph_up_anchor = bucket
@@ -985,7 +993,11 @@ class DriftTracker:
             if track.adwin is None or track.ph is None:
                 entry["w"] = [track.warm_sum, track.warm_count, track.pending_start, track.pending]
             else:
-                entry["a"] = _adwin_to_state(track.adwin)
+                cache = track.adwin_cache
+                if cache is None or cache[0] is not track.adwin or cache[1] != track.adwin_updates:
+                    cache = (track.adwin, track.adwin_updates, _adwin_to_state(track.adwin))
+                    track.adwin_cache = cache
+                entry["a"] = cache[2]
                 entry["p"] = _page_hinkley_to_state(track.ph)
                 entry["k"] = [
                     track.bucket - track.ph_up_anchor,
