@@ -20,7 +20,6 @@ Run: ``.venv/bin/python -m bench.backfill [--quick]`` (needs /usr/bin/prometheus
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -30,17 +29,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from agents.prometheus import PrometheusSource, PrometheusSourceConfig, PromQLClient
 from bench.common import (
-    command_line,
+    chosen_config,
     echo,
     machine,
     markdown_table,
     parser,
     print_table,
-    record,
+    record_unless_disabled,
     spread,
 )
 from pipeline.core.engine import ContainerEngine
@@ -94,6 +93,19 @@ class Dataset:
     cached: bool
 
 
+def _dataset(directory: Path, meta: dict[str, Any], *, cached: bool) -> Dataset:
+    """A :class:`Dataset` from the cache entry's ``meta.json`` contents."""
+    return Dataset(
+        directory / "tsdb",
+        meta["start"],
+        meta["end"],
+        meta["workloads"],
+        meta["pod_containers"],
+        meta["setup_seconds"],
+        cached=cached,
+    )
+
+
 def dataset(config: BackfillConfig, root: Path) -> Dataset:
     """The TSDB for ``config``: from the cache, else generated and backfilled into it."""
     containers = round(config.workloads * CONTAINERS_PER_WORKLOAD)
@@ -102,16 +114,7 @@ def dataset(config: BackfillConfig, root: Path) -> Dataset:
     directory = root / key
     meta_path = directory / "meta.json"
     if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        return Dataset(
-            directory / "tsdb",
-            meta["start"],
-            meta["end"],
-            meta["workloads"],
-            meta["pod_containers"],
-            meta["setup_seconds"],
-            cached=True,
-        )
+        return _dataset(directory, json.loads(meta_path.read_text()), cached=True)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     echo(f"generating {config.days:g} days x ~{config.workloads} workloads (cached in {directory})")
@@ -129,15 +132,7 @@ def dataset(config: BackfillConfig, root: Path) -> Dataset:
         "setup_seconds": timings,
     }
     meta_path.write_text(json.dumps(meta))  # written last: marks the cache complete
-    return Dataset(
-        directory / "tsdb",
-        meta["start"],
-        meta["end"],
-        meta["workloads"],
-        meta["pod_containers"],
-        timings,
-        cached=False,
-    )
+    return _dataset(directory, meta, cached=False)
 
 
 @dataclass(frozen=True)
@@ -278,22 +273,14 @@ def main(argv: Sequence[str] | None = None) -> BackfillReport | str:
     options_parser = parser("Backfill: 14 days x 1,000 workloads from a real Prometheus.")
     options_parser.add_argument("--cache", type=Path, default=None, help="TSDB cache directory")
     options = options_parser.parse_args(args_list)
-    base = QUICK if options.quick else FULL
-    config = dataclasses.replace(base, runs=options.runs or base.runs)
+    config = chosen_config(options, quick=QUICK, full=FULL)
     host = machine()
     report = run(config, options.cache)
     if isinstance(report, str):
         print(f"backfill benchmark skipped: {report}")
         return report
     body = render(report)
-    if not options.no_record:
-        record(
-            options.doc,
-            "backfill",
-            command=command_line("bench.backfill", args_list),
-            host=host,
-            body=body,
-        )
+    record_unless_disabled(options, "backfill", args_list, host=host, body=body)
     return report
 
 

@@ -9,16 +9,17 @@ same way (newest first under the benchmark's marker in docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import platform
 import random
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -126,6 +127,68 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--no-record", action="store_true", help="print only; do not touch the markdown file"
     )
     return parsed
+
+
+class RunsConfig(Protocol):
+    """A benchmark's frozen config dataclass: anything with a ``runs`` field."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @property
+    def runs(self) -> int:
+        """Repetitions for median and spread."""
+        ...
+
+
+ConfigT = TypeVar("ConfigT", bound=RunsConfig)
+
+
+def chosen_config(options: argparse.Namespace, *, quick: ConfigT, full: ConfigT) -> ConfigT:
+    """The config --quick picks, with --runs (when given) replacing its repetitions.
+
+    Why here: every benchmark reads the two common options the same way.
+    """
+    base = quick if options.quick else full
+    return dataclasses.replace(base, runs=options.runs or base.runs)
+
+
+def record_unless_disabled(
+    options: argparse.Namespace, benchmark: str, argv: Sequence[str], *, host: Machine, body: str
+) -> None:
+    """Record ``body`` as ``benchmark``'s newest result block in ``--doc``, unless --no-record.
+
+    Why one place: every block names the same rerun command (``python -m bench.NAME``
+    with the arguments given) and the machine, so results stay comparable.
+    """
+    if not options.no_record:
+        record(
+            options.doc,
+            benchmark,
+            command=command_line(f"bench.{benchmark}", argv),
+            host=host,
+            body=body,
+        )
+
+
+ReportT = TypeVar("ReportT")
+
+
+def run_and_record(
+    options: argparse.Namespace,
+    benchmark: str,
+    argv: Sequence[str],
+    *,
+    measure: Callable[[], ReportT],
+    render: Callable[[ReportT], str],
+) -> ReportT:
+    """Describe the machine, measure, render (tables on stdout) and record the block.
+
+    Why the machine first: the load average it reports must be the one at the start.
+    """
+    host = machine()
+    report = measure()
+    record_unless_disabled(options, benchmark, argv, host=host, body=render(report))
+    return report
 
 
 def command_line(module: str, argv: Sequence[str]) -> str:

@@ -25,7 +25,6 @@ Run: ``.venv/bin/python -m bench.drift_latency [--quick]``.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import sys
 import time
@@ -34,13 +33,12 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from bench.common import (
-    command_line,
+    chosen_config,
     echo,
-    machine,
     markdown_table,
     parser,
     print_table,
-    record,
+    run_and_record,
     spread,
 )
 from pipeline.core.backtest import resources_from_mapping
@@ -262,20 +260,10 @@ def main(argv: Sequence[str] | None = None) -> DriftLatencyReport:
     """``python -m bench.drift_latency``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     options = parser("Drift latency: 2x step to proposal, per profile.").parse_args(args_list)
-    base = QUICK if options.quick else FULL
-    config = dataclasses.replace(base, runs=options.runs or base.runs)
-    host = machine()
-    report = run(config)
-    body = render(report)
-    if not options.no_record:
-        record(
-            options.doc,
-            "drift_latency",
-            command=command_line("bench.drift_latency", args_list),
-            host=host,
-            body=body,
-        )
-    return report
+    config = chosen_config(options, quick=QUICK, full=FULL)
+    return run_and_record(
+        options, "drift_latency", args_list, measure=lambda: run(config), render=render
+    )
 
 
 if __name__ == "__main__":

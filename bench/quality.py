@@ -22,7 +22,6 @@ Run: ``.venv/bin/python -m bench.quality [--quick]``.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -33,13 +32,12 @@ from typing import Final
 from bench.common import (
     MIB,
     REPO_ROOT,
-    command_line,
+    chosen_config,
     echo,
-    machine,
     markdown_table,
     parser,
     print_table,
-    record,
+    run_and_record,
     spread,
 )
 from bench.shapes import SHAPES, generated_set
@@ -254,6 +252,19 @@ Point = tuple[float | None, float | None, float | None, float | None]
 """(CPU cost, CPU risk, memory cost, memory risk) of one recommender; None: no signal."""
 
 
+Panel = tuple[str, dict[str, tuple[float, float]], str, str]
+
+
+def _cpu_panel(title: str, points: dict[str, Point], unit: str) -> Panel:
+    """A CPU cost/risk panel: (title, name -> (cores, % above request), x label, y label)."""
+    return (
+        title,
+        {n: (p[0], p[1] * 100) for n, p in points.items() if p[0] is not None and p[1] is not None},
+        f"mean CPU request (cores per {unit})  → cost",
+        "samples above the CPU request (%)  → risk",
+    )
+
+
 def _points(runs: Sequence[dict[str, Scores]]) -> dict[str, Point]:
     """name -> (CPU cost, CPU risk, memory cost MiB, memory risk kills), medians over runs."""
     points = {}
@@ -315,34 +326,10 @@ def draw_pareto(
         echo("matplotlib is not installed (.venv/bin/pip install matplotlib): no chart")
         return None
     colours = {"vpa": "tab:red", "krr": "tab:orange"}
-    panels: list[tuple[str, dict[str, tuple[float, float]], str, str]] = []
     points = _points(generated)
-    panels.append(
-        (
-            "CPU, generated set",
-            {
-                n: (p[0], p[1] * 100)
-                for n, p in points.items()
-                if p[0] is not None and p[1] is not None
-            },
-            "mean CPU request (cores per container)  → cost",
-            "samples above the CPU request (%)  → risk",
-        )
-    )
+    panels = [_cpu_panel("CPU, generated set", points, "container")]
     if not isinstance(nab, str):
-        nab_points = _points([nab])
-        panels.append(
-            (
-                "CPU, NAB series",
-                {
-                    n: (p[0], p[1] * 100)
-                    for n, p in nab_points.items()
-                    if p[0] is not None and p[1] is not None
-                },
-                "mean CPU request (cores per series)  → cost",
-                "samples above the CPU request (%)  → risk",
-            )
-        )
+        panels.append(_cpu_panel("CPU, NAB series", _points([nab]), "series"))
     panels.append(
         (
             "memory, generated set",
@@ -429,24 +416,15 @@ def main(argv: Sequence[str] | None = None) -> QualityReport:
         "--chart", type=Path, default=PARETO_PATH, help="where the Pareto PNG goes"
     )
     options = options_parser.parse_args(args_list)
-    base = QUICK if options.quick else FULL
-    config = dataclasses.replace(base, runs=options.runs or base.runs)
-    host = machine()
-    report = run(
-        config,
-        None if options.no_record and options.chart == PARETO_PATH else options.chart,
-        options.nab,
+    config = chosen_config(options, quick=QUICK, full=FULL)
+    chart = None if options.no_record and options.chart == PARETO_PATH else options.chart
+    return run_and_record(
+        options,
+        "quality",
+        args_list,
+        measure=lambda: run(config, chart, options.nab),
+        render=render,
     )
-    body = render(report)
-    if not options.no_record:
-        record(
-            options.doc,
-            "quality",
-            command=command_line("bench.quality", args_list),
-            host=host,
-            body=body,
-        )
-    return report
 
 
 if __name__ == "__main__":

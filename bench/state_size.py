@@ -40,21 +40,19 @@ import orjson
 from bench.common import (
     MIB,
     agent_batches,
-    command_line,
+    chosen_config,
     container_names,
     echo,
-    machine,
     markdown_table,
     parser,
     print_table,
-    record,
     rss_bytes,
+    run_and_record,
     spread,
     workload_id,
 )
 from bench.shapes import cautious_spec, shape_samples
 from bench.throughput import (
-    MemoryStore,
     ensure_isolated_topics,
     kafka,
     new_processor,
@@ -65,6 +63,7 @@ from pipeline.core.engine import ContainerEngine
 from pipeline.core.histogram import DecayingHistogram
 from pipeline.core.profiles import BALANCED
 from pipeline.core.window import ContainerWindow, SampleInput
+from tests.worker_helpers import MemoryStore
 
 TARGET_BYTES_PER_CONTAINER: Final = 4096
 TARGET_RSS_100K_BYTES: Final = 1024**3
@@ -469,20 +468,10 @@ def main(argv: Sequence[str] | None = None) -> StateSizeReport | None:
     if options.child is not None:
         child_main(options.child, options.templates)
         return None
-    base = QUICK if options.quick else FULL
-    config = dataclasses.replace(base, runs=options.runs or base.runs)
-    host = machine()
-    report = run(config)
-    body = render(report)
-    if not options.no_record:
-        record(
-            options.doc,
-            "state_size",
-            command=command_line("bench.state_size", args_list),
-            host=host,
-            body=body,
-        )
-    return report
+    config = chosen_config(options, quick=QUICK, full=FULL)
+    return run_and_record(
+        options, "state_size", args_list, measure=lambda: run(config), render=render
+    )
 
 
 if __name__ == "__main__":

@@ -28,27 +28,24 @@ import dataclasses
 import os
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import orjson
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped, unused-ignore]
 from prometheus_client import CollectorRegistry
 
 from bench.common import (
     agent_batches,
-    command_line,
+    chosen_config,
     cpu_seconds,
     echo,
-    machine,
     markdown_table,
     parser,
     print_table,
-    record,
+    run_and_record,
     spread,
 )
 from bench.profiling import (
@@ -68,9 +65,10 @@ from pipeline.launch import Child, start_child
 from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor, _sample_input
 from pipeline.settings import Settings
-from pipeline.topics import DEADLETTER_MAX_MESSAGE_BYTES, topic_names
+from pipeline.topics import topic_names
 from schemas.models import ContainerSampleBatch
 from schemas.validate import decode_container_batch
+from tests.worker_helpers import MemoryStore, free_port, metric_sum, produce_async, scrape_metrics
 
 TARGET_SAMPLES_PER_SECOND: Final = 250_000
 SAMPLES_METRIC: Final = "daytwo_worker_samples_processed_total"
@@ -104,22 +102,6 @@ QUICK: Final = ThroughputConfig(
     workloads=20, containers_per_workload=2, scrapes=15, runs=1, wide_containers_per_workload=None
 )
 FULL: Final = ThroughputConfig(workloads=1000, containers_per_workload=2, scrapes=60, runs=3)
-
-
-@dataclass
-class MemoryStore:
-    """The processor's StateStore as a dict (what Faust's ``memory://`` table keeps too)."""
-
-    data: dict[str, bytes] = field(default_factory=dict)
-
-    def load(self, key: str) -> bytes | None:
-        """The last value saved for ``key``."""
-        return self.data.get(key)
-
-    def save(self, key: str, value: bytes, partition: int) -> None:
-        """Keep ``value`` (the partition does not matter in memory)."""
-        del partition
-        self.data[key] = value
 
 
 def new_processor(store: MemoryStore | None = None) -> Processor:
@@ -341,46 +323,6 @@ def profile_processor(records: Sequence[tuple[bytes, bytes]]) -> ProfileSummary 
 # -- end to end ---------------------------------------------------------------------------
 
 
-async def produce(
-    bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]], embedded: bool
-) -> None:
-    """Send ``records`` (batched by aiokafka, as the agent's publisher does) and wait for acks."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=not embedded,  # the embedded broker refuses InitProducerId
-        linger_ms=20,
-        max_batch_size=1024 * 1024,
-        max_request_size=DEADLETTER_MAX_MESSAGE_BYTES,
-    )
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key) for key, value in records]
-        await producer.flush()
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class EndToEndRun:
     """One worker consuming one backlog."""
@@ -472,11 +414,19 @@ def run_end_to_end(
     app_id = f"bench-throughput-{run_id}"
     ensure_isolated_topics(broker, prefix, app_id, config.partitions)
     began = time.perf_counter()
+    # Batched by aiokafka, as the agent's publisher does; waits for every ack.
     asyncio.run(
-        produce(broker.bootstrap, topic_names(prefix).container_samples, records, broker.embedded)
+        produce_async(
+            broker.bootstrap,
+            topic_names(prefix).container_samples,
+            records,
+            idempotent=not broker.embedded,  # the embedded broker refuses InitProducerId
+            linger_ms=20,
+            max_batch_size=1024 * 1024,
+        )
     )
     produce_seconds = time.perf_counter() - began
-    port = _free_port()
+    port = free_port()
     env = worker_env(broker, prefix, app_id, workdir / run_id, port)
     env["DAYTWO_PARTITIONS"] = str(config.partitions)
     env["DAYTWO_FLUSH_INTERVAL_SECONDS"] = str(config.flush_interval_seconds)
@@ -520,7 +470,7 @@ def _poll(
                 f"worker exited with {child.process.returncode}:\n{child.log_tail(40)}"
             )
         try:
-            done = _metric(port, SAMPLES_METRIC)
+            done = metric_sum(scrape_metrics(port), SAMPLES_METRIC)
         except OSError:
             time.sleep(0.1)
             continue
@@ -797,22 +747,11 @@ def main(argv: Sequence[str] | None = None) -> ThroughputReport:
         "--no-profile", action="store_true", help="skip the py-spy and pyinstrument profiles"
     )
     options = options_parser.parse_args(args_list)
-    base = QUICK if options.quick else FULL
-    config = dataclasses.replace(
-        base, runs=options.runs or base.runs, profile=base.profile and not options.no_profile
+    config = chosen_config(options, quick=QUICK, full=FULL)
+    config = dataclasses.replace(config, profile=config.profile and not options.no_profile)
+    return run_and_record(
+        options, "throughput", args_list, measure=lambda: run(config), render=render
     )
-    host = machine()
-    report = run(config)
-    body = render(report)
-    if not options.no_record:
-        record(
-            options.doc,
-            "throughput",
-            command=command_line("bench.throughput", args_list),
-            host=host,
-            body=body,
-        )
-    return report
 
 
 if __name__ == "__main__":

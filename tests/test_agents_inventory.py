@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -49,43 +47,13 @@ from pipeline.core.hpa import hpa_aware_request, hpa_rule
 from pipeline.core.quantity import parse_cpu, parse_memory
 from schemas.models import WorkloadSpec
 from schemas.validate import decode
+from tests.k8s_fixtures import K8S_FIXTURES, LIST_FILES, items, loaded_state, recorded
 
-FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
-FILES = {
-    "Namespace": "namespaces",
-    "Node": "nodes",
-    "Pod": "pods",
-    "ReplicaSet": "replicasets",
-    "Deployment": "deployments",
-    "StatefulSet": "statefulsets",
-    "DaemonSet": "daemonsets",
-    "Job": "jobs",
-    "CronJob": "cronjobs",
-    "HorizontalPodAutoscaler": "hpas",
-    "Rollout": "rollouts",
-}
 NOW = 1_772_446_500.0  # 2026-03-02T10:15:00Z
-
-
-def recorded(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
-    return document
-
-
-def items(kind: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = recorded(FILES[kind])["items"]
-    return result
 
 
 def item(kind: str, name: str) -> dict[str, Any]:
     return next(obj for obj in items(kind) if obj["metadata"]["name"] == name)
-
-
-def loaded_state() -> ClusterState:
-    state = ClusterState()
-    for kind in FILES:
-        assert state.replace(kind, items(kind)) == []
-    return state
 
 
 def workloads_by_id() -> dict[str, Workload]:
@@ -554,7 +522,7 @@ class RecordedApiServer:
         if kind != "Pod":
             if watching:
                 return httpx2.Response(200, content=b"")  # a quiet watch
-            return httpx2.Response(200, json=recorded(FILES[kind]))
+            return httpx2.Response(200, json=recorded(LIST_FILES[kind]))
         if not watching:
             self.pod_lists += 1
             if self.pod_lists == 2 and self.on_second_pod_list is not None:
@@ -589,7 +557,7 @@ async def no_sleep(_: float) -> None:
 def test_watch_applies_events_and_relists_on_410_gone() -> None:
     async def scenario() -> None:
         stop = asyncio.Event()
-        server = RecordedApiServer((FIXTURES / "watch_pods.jsonl").read_bytes(), stop)
+        server = RecordedApiServer((K8S_FIXTURES / "watch_pods.jsonl").read_bytes(), stop)
         registry = CollectorRegistry()
         inventory = KubernetesInventory(
             client_for(server),

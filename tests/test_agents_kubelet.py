@@ -8,7 +8,6 @@ Expected values are computed from the documents, never typed in.
 from __future__ import annotations
 
 import copy
-import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from agents.inventory import ClusterState, PodWorkload, pod_index
+from agents.inventory import PodWorkload, pod_index
 from agents.kubelet import (
     KubeletClient,
     KubeletConfig,
@@ -31,35 +30,18 @@ from agents.kubelet import (
 )
 from pipeline.errors import CollectorError
 from schemas.validate import decode_container_batch, encode
+from tests.k8s_fixtures import loaded_state, recorded
 
-FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
 NODE = "gke-prod-default-pool-1a2b3c4d-x7k9"
 NOW0, NOW1 = 1_772_446_501.0, 1_772_446_516.0
-LISTS = {
-    "Namespace": "namespaces",
-    "Node": "nodes",
-    "Pod": "pods",
-    "ReplicaSet": "replicasets",
-    "Deployment": "deployments",
-    "StatefulSet": "statefulsets",
-    "DaemonSet": "daemonsets",
-    "Job": "jobs",
-    "CronJob": "cronjobs",
-    "HorizontalPodAutoscaler": "hpas",
-    "Rollout": "rollouts",
-}
 
 
 def summary(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((FIXTURES / f"stats_summary_{name}.json").read_text())
-    return document
+    return recorded(f"stats_summary_{name}")
 
 
 def index() -> dict[tuple[str, str], PodWorkload]:
-    state = ClusterState()
-    for kind, name in LISTS.items():
-        state.replace(kind, json.loads((FIXTURES / f"{name}.json").read_text())["items"])
-    return pod_index(state, cluster="prod")
+    return pod_index(loaded_state(), cluster="prod")
 
 
 def container(document: dict[str, Any], pod: str, name: str) -> dict[str, Any]:

@@ -167,12 +167,18 @@ def spooling_publisher(
     limits: InputLimits | None = None,
     drain_batch_records: int = 500,
     drain_budget_seconds: float = 5.0,
+    guarded: bool = True,
 ) -> SpoolingPublisher:
+    """A spooling publisher that retries only when the test's clock jumps.
+
+    ``guarded=False`` leaves out the input guard, so oversized records reach the
+    producer (to be refused there).
+    """
     kafka = KafkaPublisher(bootstrap, idempotent=False, request_timeout_ms=1_500, registry=registry)
     return SpoolingPublisher(
         kafka,
         Spool(spool_dir, spool_max_bytes, registry),
-        guard=InputGuard(limits or InputLimits(), registry),
+        guard=InputGuard(limits or InputLimits(), registry) if guarded else None,
         registry=registry,
         retry_initial_seconds=600.0,  # only StepClock.jump() lets it retry
         retry_max_seconds=600.0,
@@ -325,13 +331,8 @@ def drain_test_publisher(
     bootstrap: str, spool_dir: Path, registry: CollectorRegistry, clock: StepClock
 ) -> SpoolingPublisher:
     """No input guard: these records must reach the producer to be refused there."""
-    return SpoolingPublisher(
-        KafkaPublisher(bootstrap, idempotent=False, request_timeout_ms=1_500, registry=registry),
-        Spool(spool_dir, 32 << 20, registry),
-        registry=registry,
-        retry_initial_seconds=600.0,
-        retry_max_seconds=600.0,
-        clock=clock,
+    return spooling_publisher(
+        bootstrap, spool_dir, registry, clock, spool_max_bytes=32 << 20, guarded=False
     )
 
 

@@ -180,17 +180,22 @@ def git(root: Path, *arguments: str) -> str:
     return completed.stdout.strip()
 
 
+def init_with_files(root: Path, files: dict[str, str]) -> None:
+    """A new repository at ``root`` (branch main) whose one commit holds ``files``."""
+    root.mkdir()
+    git(root, "init", "--quiet", "-b", "main")
+    git(root, "config", "user.name", "Someone")
+    git(root, "config", "user.email", "someone@example.com")
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    git(root, "add", ".")
+    git(root, "commit", "--quiet", "-m", "initial")
+
+
 def make_remote(tmp_path: Path, files: dict[str, str]) -> Path:
     seed = tmp_path / "seed"
-    seed.mkdir()
-    git(seed, "init", "--quiet", "-b", "main")
-    git(seed, "config", "user.name", "Someone")
-    git(seed, "config", "user.email", "someone@example.com")
-    for path, text in files.items():
-        (seed / path).parent.mkdir(parents=True, exist_ok=True)
-        (seed / path).write_text(text, encoding="utf-8")
-    git(seed, "add", ".")
-    git(seed, "commit", "--quiet", "-m", "initial")
+    init_with_files(seed, files)
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "--bare", "--quiet", "-b", "main", str(remote))
     git(seed, "push", "--quiet", str(remote), "main")
@@ -701,15 +706,7 @@ def test_hostile_yaml_and_ambiguity_are_refused_and_nothing_is_written(
 def test_the_dry_run_refuses_hostile_yaml_without_a_branch(tmp_path: Path) -> None:
     files, _, message = HOSTILE_REPOS["python-tag"]
     root = tmp_path / "local"
-    root.mkdir()
-    git(root, "init", "--quiet", "-b", "main")
-    git(root, "config", "user.name", "Someone")
-    git(root, "config", "user.email", "someone@example.com")
-    for path, text in files.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text, encoding="utf-8")
-    git(root, "add", ".")
-    git(root, "commit", "--quiet", "-m", "initial")
+    init_with_files(root, files)
     before = all_refs(root), git(root, "status", "--porcelain")
     with pytest.raises(HostileYamlError, match=re.escape(message)):
         apply_recommendation_set(GitRepo(root), checkout_set())

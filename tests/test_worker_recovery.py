@@ -31,10 +31,9 @@ offsets committed ahead of the changelog at fewer than 200.
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -46,18 +45,20 @@ from aiokafka import (  # type: ignore[import-untyped, unused-ignore]
 
 from pipeline.launch import Child, start_child, wait_for_records
 from pipeline.topics import topic_names
-from schemas.models import RecommendationSet
 from tests.worker_helpers import (
     PARTITIONS,
+    all_at,
     died,
+    final_by_container,
     free_port,
     metric_sum,
     produce,
     read_all,
     recommendation_sets,
+    records_between,
     running,
-    samples_of,
     scrape_metrics,
+    staged_input,
     worker_env,
 )
 
@@ -69,85 +70,8 @@ WORKLOADS = {
 }
 BATCHES = 200
 PART_ENDS = (80, 140, BATCHES)  # part 1 = [0, 80), part 2 = [80, 140), part 3 = [140, 200)
-T0 = 1_750_000_000.0
-MIB = 1024 * 1024
 FLUSH_SECONDS = 4.0
 CONTAINER_COUNT = sum(len(c) for c in WORKLOADS.values())
-
-Input = list[tuple[bytes, bytes]]
-
-
-def make_input(seed: int) -> dict[int, Input]:
-    """Batches by index; both workloads' batch ``i`` are produced together.
-
-    The last batch of every part carries a new memory maximum, so the checkpoint that
-    covers it always emits a set (a set is only emitted when a hash changes): that set
-    shows how many samples the state holds at the end of that part.
-    """
-    rng = random.Random(seed)
-    by_index: dict[int, Input] = {}
-    for index in range(BATCHES):
-        marker = PART_ENDS.index(index + 1) if index + 1 in PART_ENDS else None
-        ts = T0 + 10 * index
-        records: Input = []
-        for workload, containers in WORKLOADS.items():
-            samples = []
-            for container in containers:
-                memory = rng.randint(100, 400) * MIB
-                if marker is not None:
-                    memory = (1000 + 200 * marker) * MIB
-                samples.append(
-                    {
-                        "container": container,
-                        "timestamp": ts,
-                        "interval_seconds": 10.0,
-                        "cpu_usage_cores": round(rng.lognormvariate(-1.5, 0.6), 4),
-                        "memory_working_set_bytes": memory,
-                        "cpu_throttled_ratio": round(rng.uniform(0, 0.05), 4),
-                        "cpu_limit_cores": 2.0,
-                        "memory_limit_bytes": 2048 * MIB,
-                    }
-                )
-            batch = {
-                "schema_version": 1,
-                "kind": "container-sample-batch",
-                "source": "cgroup",
-                "agent": "node-1",
-                "workload": workload,
-                "timestamp": ts,
-                "samples": samples,
-            }
-            records.append((workload.encode(), orjson.dumps(batch)))
-        by_index[index] = records
-    return by_index
-
-
-def part(data: dict[int, Input], start: int, end: int) -> Sequence[tuple[bytes | None, bytes]]:
-    return [record for index in range(start, end) for record in data[index]]
-
-
-def all_at(count: int) -> Callable[[list[tuple[bytes | None, bytes | None]]], bool]:
-    """Until-condition: every workload has a set whose containers all hold ``count``."""
-
-    def done(records: list[tuple[bytes | None, bytes | None]]) -> bool:
-        complete = {
-            s.workload
-            for s in recommendation_sets(records)
-            if samples_of(s) == dict.fromkeys(WORKLOADS[s.workload], count)
-        }
-        return complete == set(WORKLOADS)
-
-    return done
-
-
-def final_by_container(sets: Sequence[RecommendationSet]) -> dict[str, dict[str, object]]:
-    """The last set of each workload, per container, without the generation time."""
-    last = {s.workload: s for s in sets}
-    return {
-        f"{r.workload}:{r.container}": r.model_dump(mode="json", exclude={"generated_at"})
-        for s in last.values()
-        for r in s.recommendations
-    }
 
 
 def checkpointed_samples(bootstrap: str, changelog: str) -> dict[str, int]:
@@ -205,7 +129,7 @@ def wait_for_metric(port: int, name: str, target: float, timeout: float, child: 
 def test_a_killed_worker_resumes_from_its_changelog(
     kafka_bootstrap: str, make_topic_prefix: Callable[..., str], tmp_path: Path
 ) -> None:
-    data = make_input(seed=42)
+    data = staged_input(WORKLOADS, stage_ends=PART_ENDS, seed=42, peak_step_mib=200)
     started = time.monotonic()
     prefix_a = make_topic_prefix(partitions_override=PARTITIONS)
     prefix_b = make_topic_prefix(partitions_override=PARTITIONS)
@@ -219,16 +143,18 @@ def test_a_killed_worker_resumes_from_its_changelog(
     timings: dict[str, float] = {}
 
     with running(start_child("worker-a", ["worker"], env_a, logs)) as worker_a:
-        produce(kafka_bootstrap, names_a.container_samples, part(data, 0, BATCHES))
+        produce(kafka_bootstrap, names_a.container_samples, records_between(data, 0, BATCHES))
 
         # Run B, first life: part 1 checkpointed, part 2 consumed but not checkpointed.
         first_env = {**env_b, "DAYTWO_METRICS_PORT": str(port_b1)}
         with running(start_child("worker-b1", ["worker"], first_env, logs)) as worker_b1:
-            produce(kafka_bootstrap, names_b.container_samples, part(data, 0, PART_ENDS[0]))
+            produce(
+                kafka_bootstrap, names_b.container_samples, records_between(data, 0, PART_ENDS[0])
+            )
             wait_for_records(
                 kafka_bootstrap,
                 names_b.recommendations,
-                until=all_at(PART_ENDS[0]),
+                until=all_at(WORKLOADS, PART_ENDS[0]),
                 timeout=60,
                 alive=lambda: died(worker_b1),
             )
@@ -238,7 +164,9 @@ def test_a_killed_worker_resumes_from_its_changelog(
                 kafka_bootstrap, app_b, names_b.container_samples, part_1_records, worker_b1
             )
             produce(
-                kafka_bootstrap, names_b.container_samples, part(data, PART_ENDS[0], PART_ENDS[1])
+                kafka_bootstrap,
+                names_b.container_samples,
+                records_between(data, PART_ENDS[0], PART_ENDS[1]),
             )
             wait_for_metric(
                 port_b1,
@@ -264,12 +192,16 @@ def test_a_killed_worker_resumes_from_its_changelog(
         # Run B, second life: same app id, recovers, re-reads part 2, then part 3.
         second_env = {**env_b, "DAYTWO_METRICS_PORT": str(port_b2)}
         with running(start_child("worker-b2", ["worker"], second_env, logs)) as worker_b2:
-            produce(kafka_bootstrap, names_b.container_samples, part(data, PART_ENDS[1], BATCHES))
+            produce(
+                kafka_bootstrap,
+                names_b.container_samples,
+                records_between(data, PART_ENDS[1], BATCHES),
+            )
             sets_b = recommendation_sets(
                 wait_for_records(
                     kafka_bootstrap,
                     names_b.recommendations,
-                    until=all_at(BATCHES),
+                    until=all_at(WORKLOADS, BATCHES),
                     timeout=60,
                     alive=lambda: died(worker_b2),
                 )
@@ -281,7 +213,7 @@ def test_a_killed_worker_resumes_from_its_changelog(
             wait_for_records(
                 kafka_bootstrap,
                 names_a.recommendations,
-                until=all_at(BATCHES),
+                until=all_at(WORKLOADS, BATCHES),
                 timeout=30,
                 alive=lambda: died(worker_a),
             )

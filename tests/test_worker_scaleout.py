@@ -23,7 +23,6 @@ last record of every container says the same.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,15 +44,21 @@ from pipeline.topics import topic_names
 from schemas.models import RecommendationSet
 from tests.worker_helpers import (
     FAST_PROFILE_OVERRIDES,
+    T0,
+    Input,
+    MemoryStore,
+    all_at,
     died,
+    final_by_container,
     free_port,
     metric_sum,
     produce,
     read_all,
     recommendation_sets,
+    records_between,
     running,
-    samples_of,
     scrape_metrics,
+    staged_input,
     worker_env,
 )
 
@@ -74,12 +79,8 @@ WORKLOADS = {
 }
 STAGE_ENDS = (50, 100, 125, 140, 160)
 BATCHES = STAGE_ENDS[-1]
-T0 = 1_750_000_000.0
-MIB = 1024 * 1024
 #: Below the profile's 60: the first stage must already propose.
 MIN_SAMPLES = 20
-Input = list[tuple[bytes, bytes]]
-Record = tuple[bytes | None, bytes | None]
 
 
 def partition_of(workload: str) -> int:
@@ -88,84 +89,9 @@ def partition_of(workload: str) -> int:
     return int(DefaultPartitioner()(workload.encode(), partitions, partitions))
 
 
-def make_input(seed: int) -> list[Input]:
-    """Batches by index (both containers of a workload in one batch), seeded usage."""
-    rng = random.Random(seed)
-    by_index: list[Input] = []
-    for index in range(BATCHES):
-        stage_end = index + 1 in STAGE_ENDS
-        ts = T0 + 10 * index
-        records: Input = []
-        for workload, containers in WORKLOADS.items():
-            samples = []
-            for container in containers:
-                memory = rng.randint(100, 400) * MIB
-                if stage_end:
-                    memory = (1000 + 150 * STAGE_ENDS.index(index + 1)) * MIB
-                samples.append(
-                    {
-                        "container": container,
-                        "timestamp": ts,
-                        "interval_seconds": 10.0,
-                        "cpu_usage_cores": round(rng.lognormvariate(-1.5, 0.6), 4),
-                        "memory_working_set_bytes": memory,
-                        "cpu_throttled_ratio": round(rng.uniform(0, 0.05), 4),
-                        "cpu_limit_cores": 2.0,
-                        "memory_limit_bytes": 2048 * MIB,
-                    }
-                )
-            batch = {
-                "schema_version": 1,
-                "kind": "container-sample-batch",
-                "source": "cgroup",
-                "agent": "node-1",
-                "workload": workload,
-                "timestamp": ts,
-                "samples": samples,
-            }
-            records.append((workload.encode(), orjson.dumps(batch)))
-        by_index.append(records)
-    return by_index
-
-
 def stage(data: list[Input], number: int) -> Sequence[tuple[bytes | None, bytes]]:
     start = 0 if number == 0 else STAGE_ENDS[number - 1]
-    return [record for index in range(start, STAGE_ENDS[number]) for record in data[index]]
-
-
-def all_at(count: int) -> Callable[[list[Record]], bool]:
-    """Until-condition: every workload has a set whose containers all hold ``count``."""
-
-    def done(records: list[Record]) -> bool:
-        complete = {
-            s.workload
-            for s in recommendation_sets(records)
-            if samples_of(s) == dict.fromkeys(WORKLOADS[s.workload], count)
-        }
-        return complete == set(WORKLOADS)
-
-    return done
-
-
-def final_by_container(sets: Sequence[RecommendationSet]) -> dict[str, dict[str, object]]:
-    """The last set of each workload, per container, without the generation time."""
-    last = {s.workload: s for s in sets}
-    return {
-        f"{r.workload}:{r.container}": r.model_dump(mode="json", exclude={"generated_at"})
-        for s in last.values()
-        for r in s.recommendations
-    }
-
-
-class _MemoryStore:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def load(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def save(self, key: str, value: bytes, partition: int) -> None:
-        self.data[key] = value
+    return records_between(data, start, STAGE_ENDS[number])
 
 
 def single_worker_reference(data: list[Input]) -> list[RecommendationSet]:
@@ -181,7 +107,7 @@ def single_worker_reference(data: list[Input]) -> list[RecommendationSet]:
     processor = Processor(
         profile_for=profiles.for_spec,
         profile=profiles.default(),
-        store=_MemoryStore(),
+        store=MemoryStore(),
         metrics=WorkerMetrics.create(CollectorRegistry()),
         clock=lambda: T0,
         source_topic="in",
@@ -206,7 +132,7 @@ def test_workloads_cover_every_partition() -> None:
 def test_join_leave_and_crash_keep_every_sample_exactly_once(
     kafka_bootstrap: str, make_topic_prefix: Callable[..., str], tmp_path: Path
 ) -> None:
-    data = make_input(seed=11)
+    data = staged_input(WORKLOADS, stage_ends=STAGE_ENDS, seed=11, peak_step_mib=150)
     prefix = make_topic_prefix(PARTITIONS)
     names = topic_names(prefix)
     app_id = f"scale-{prefix.strip('.')}"
@@ -233,11 +159,11 @@ def test_join_leave_and_crash_keep_every_sample_exactly_once(
         records = wait_for_records(
             kafka_bootstrap,
             names.recommendations,
-            all_at(count),
+            all_at(WORKLOADS, count),
             timeout=60,
             alive=lambda: died(*alive),
         )
-        assert all_at(count)(records), (
+        assert all_at(WORKLOADS, count)(records), (
             f"stage {number}: not every container reached {count} samples\n"
             + "\n".join(f"--- {c.name}\n{c.log_tail(20)}" for c in alive)
         )

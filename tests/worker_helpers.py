@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiokafka import (  # type: ignore[import-untyped, unused-ignore]
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -35,6 +38,22 @@ FAST_PROFILE_OVERRIDES = (
     '{"evaluation_interval_seconds": 1, "decrease_min_history_seconds": 0, '
     '"proposal_cooldown_seconds": 0}'
 )
+
+
+@dataclass
+class MemoryStore:
+    """The processor's StateStore as a dict (what Faust's ``memory://`` table keeps too)."""
+
+    data: dict[str, bytes] = field(default_factory=dict)
+
+    def load(self, key: str) -> bytes | None:
+        """The last value saved for ``key``."""
+        return self.data.get(key)
+
+    def save(self, key: str, value: bytes, partition: int) -> None:
+        """Keep ``value`` (the partition does not matter in memory)."""
+        del partition
+        self.data[key] = value
 
 
 def worker_env(
@@ -67,20 +86,32 @@ def is_embedded(bootstrap: str) -> bool:
 
 
 def free_port() -> int:
+    """A TCP port free on localhost right now (for a child's /metrics server)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
 async def produce_async(
-    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]]
+    bootstrap: str,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes]],
+    *,
+    idempotent: bool = False,
+    linger_ms: int = 5,
+    max_batch_size: int = 16384,
 ) -> None:
-    """Send ``records`` in order and wait until the broker acknowledged all of them."""
+    """Send ``records`` in order and wait until the broker acknowledged all of them.
+
+    Not idempotent by default: the embedded broker refuses InitProducerId. The
+    throughput benchmark batches harder (``linger_ms``, ``max_batch_size``).
+    """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
-        enable_idempotence=False,  # the embedded broker refuses InitProducerId
-        linger_ms=5,
+        enable_idempotence=idempotent,
+        linger_ms=linger_ms,
+        max_batch_size=max_batch_size,
         max_request_size=DEADLETTER_MAX_MESSAGE_BYTES,
     )
     await producer.start()
@@ -219,3 +250,94 @@ def metric_sum(text: str, name: str) -> float:
 
 
 # -- the test -------------------------------------------------------------------------------
+
+
+# -- staged input and what the workers must end with --------------------------------------
+
+MIB = 1024 * 1024
+T0 = 1_750_000_000.0
+Input = list[tuple[bytes, bytes]]
+
+
+def staged_input(
+    workloads: Mapping[str, Sequence[str]],
+    *,
+    stage_ends: Sequence[int],
+    seed: int,
+    peak_step_mib: int,
+) -> list[Input]:
+    """Batches by index up to ``stage_ends[-1]`` (one batch per workload and index, every
+    container in it), usage from a seeded RNG, 10 s apart from :data:`T0`.
+
+    The last batch of every stage (``index + 1`` in ``stage_ends``) carries a new memory
+    maximum for every container, ``1000 + peak_step_mib * stage`` MiB, so the checkpoint
+    that covers it always emits a set (only a changed hash emits one): that set shows
+    how many samples the state holds at the end of the stage.
+    """
+    rng = random.Random(seed)
+    by_index: list[Input] = []
+    for index in range(stage_ends[-1]):
+        stage = stage_ends.index(index + 1) if index + 1 in stage_ends else None
+        ts = T0 + 10 * index
+        records: Input = []
+        for workload, containers in workloads.items():
+            samples = []
+            for container in containers:
+                memory = rng.randint(100, 400) * MIB
+                if stage is not None:
+                    memory = (1000 + peak_step_mib * stage) * MIB
+                samples.append(
+                    {
+                        "container": container,
+                        "timestamp": ts,
+                        "interval_seconds": 10.0,
+                        "cpu_usage_cores": round(rng.lognormvariate(-1.5, 0.6), 4),
+                        "memory_working_set_bytes": memory,
+                        "cpu_throttled_ratio": round(rng.uniform(0, 0.05), 4),
+                        "cpu_limit_cores": 2.0,
+                        "memory_limit_bytes": 2048 * MIB,
+                    }
+                )
+            batch = {
+                "schema_version": 1,
+                "kind": "container-sample-batch",
+                "source": "cgroup",
+                "agent": "node-1",
+                "workload": workload,
+                "timestamp": ts,
+                "samples": samples,
+            }
+            records.append((workload.encode(), orjson.dumps(batch)))
+        by_index.append(records)
+    return by_index
+
+
+def records_between(
+    data: Sequence[Input], start: int, end: int
+) -> list[tuple[bytes | None, bytes]]:
+    """The records of batches ``start`` .. ``end - 1``, in order."""
+    return [record for index in range(start, end) for record in data[index]]
+
+
+def all_at(workloads: Mapping[str, Sequence[str]], count: int) -> Callable[[list[Record]], bool]:
+    """Until-condition: every workload has a set whose containers all hold ``count``."""
+
+    def done(records: list[Record]) -> bool:
+        complete = {
+            s.workload
+            for s in recommendation_sets(records)
+            if samples_of(s) == dict.fromkeys(workloads[s.workload], count)
+        }
+        return complete == set(workloads)
+
+    return done
+
+
+def final_by_container(sets: Sequence[RecommendationSet]) -> dict[str, dict[str, object]]:
+    """The last set of each workload, per container, without the generation time."""
+    last = {s.workload: s for s in sets}
+    return {
+        f"{r.workload}:{r.container}": r.model_dump(mode="json", exclude={"generated_at"})
+        for s in last.values()
+        for r in s.recommendations
+    }

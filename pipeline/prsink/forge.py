@@ -14,7 +14,9 @@ here, so both behave alike:
   per hour, and ``Retry-After`` / rate-limit reset headers honoured with a sleep function
   passed in (tests never sleep);
 * :class:`ForgeHttp`: the thin httpx session both clients use (injectable transport and
-  base URL, so tests talk to ``httpx.MockTransport`` or a local Prism mock server).
+  base URL, so tests talk to ``httpx.MockTransport`` or a local Prism mock server);
+* :class:`RestForge`: the base of both clients (session and limiter set up alike, the
+  same choice of a branch's PR, open-PR counting and quota-guarded creation).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,6 +44,11 @@ logger = logging.getLogger(__name__)
 PullRequestState = Literal["open", "closed", "merged"]
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+#: Page size of the forges' list endpoints (both cap it at 100).
+PAGE_SIZE = 100
+#: How many pages of open PRs are counted for the open quota (10,000 PRs).
+MAX_OPEN_PAGES = 100
 
 #: GitHub asks integrators to wait at least a minute after a secondary rate limit that
 #: names no reset time, and to back off exponentially when it repeats.
@@ -643,3 +651,105 @@ def require_list(value: Any, what: str) -> list[Any]:
 def default_clock() -> float:
     """Wall-clock epoch seconds: rate-limit reset headers are epochs."""
     return time.time()
+
+
+class RestForge(ABC):
+    """The base of the GitHub and GitLab clients: what is the same on both forges.
+
+    Why one base: both must set up the session and the write limiter alike, pick the
+    same PR for a branch, count the bot's open PRs the same way for the quota, and open
+    a PR only inside the quota; the subclasses keep only their REST dialect (paths,
+    field names, state vocabulary). ``body_field`` names the PR body in update calls.
+    """
+
+    body_field = "body"
+
+    def __init__(
+        self,
+        *,
+        forge_name: str,
+        base_url: str,
+        tokens: TokenProvider | Secret,
+        auth_headers: Callable[[Secret], dict[str, str]],
+        default_headers: Mapping[str, str],
+        head_prefix: str,
+        limits: WriteLimits | None,
+        clock: Clock,
+        sleep: Sleep,
+        transport: httpx.BaseTransport | None,
+        timeout: float,
+    ) -> None:
+        self.head_prefix = head_prefix
+        provider = StaticToken(tokens) if isinstance(tokens, Secret) else tokens
+        self.limiter = WriteLimiter(limits or WriteLimits(), clock=clock, sleep=sleep)
+        self.http = ForgeHttp(
+            forge_name=forge_name,
+            base_url=base_url,
+            tokens=provider,
+            auth_headers=auth_headers,
+            limiter=self.limiter,
+            default_headers=default_headers,
+            transport=transport,
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self.http.close()
+
+    @abstractmethod
+    def _pull_requests_from(self, head_branch: str) -> list[PullRequest]:
+        """Every PR (any state) the forge lists for ``head_branch``."""
+
+    @abstractmethod
+    def _open_page(self, page: int) -> list[Any]:
+        """Page ``page`` (from 1, :data:`PAGE_SIZE` long) of the raw open PRs."""
+
+    @abstractmethod
+    def _head_branch_of(self, item: Any) -> str:
+        """The head (source) branch of one raw item of :meth:`_open_page`."""
+
+    def find_pull_request(self, head_branch: str) -> PullRequest | None:
+        """The open PR from ``head_branch``, else the newest closed/merged one, else None."""
+        candidates = [
+            pr for pr in self._pull_requests_from(head_branch) if pr.head_branch == head_branch
+        ]
+        for pr in candidates:
+            if pr.state == "open":
+                return pr
+        return max(candidates, key=lambda pr: pr.number, default=None)
+
+    def count_open_pull_requests(self) -> int:
+        """Open PRs whose head branch starts with ``head_prefix`` (for the open quota)."""
+        count = 0
+        for page in range(1, MAX_OPEN_PAGES + 1):
+            items = self._open_page(page)
+            count += sum(
+                1 for item in items if self._head_branch_of(item).startswith(self.head_prefix)
+            )
+            if len(items) < PAGE_SIZE:
+                break
+        return count
+
+    def check_new_pull_request_quota(self) -> None:
+        """Raise :class:`PrQuotaExceededError` if a new PR would be refused now."""
+        self.limiter.check_new_pull_request(self.count_open_pull_requests)
+
+    def _create_within_quota(self, path: str, request: Mapping[str, Any]) -> Any:
+        """POST a new PR inside the write slot, after the quota check; count it."""
+        with self.limiter.serialised_write():
+            self.limiter.check_new_pull_request(self.count_open_pull_requests)
+            payload = self.http.write("POST", path, request)
+            self.limiter.record_new_pull_request()
+        return payload
+
+    def _title_and_body(self, title: str | None, body: str | None) -> dict[str, str]:
+        """The fields an update changes; ValueError when there is neither."""
+        changes = {
+            key: value
+            for key, value in (("title", title), (self.body_field, body))
+            if value is not None
+        }
+        if not changes:
+            raise ValueError("update_pull_request needs a title or a body")
+        return changes

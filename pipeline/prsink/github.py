@@ -24,19 +24,18 @@ import httpx
 import jwt
 
 from pipeline.prsink.forge import (
+    PAGE_SIZE,
     Clock,
     CommitIdentity,
     ForgeAuthError,
     ForgeError,
-    ForgeHttp,
     PullRequest,
     PullRequestState,
     PullRequestStatus,
+    RestForge,
     Secret,
     Sleep,
-    StaticToken,
     TokenProvider,
-    WriteLimiter,
     WriteLimits,
     body_digest,
     redact,
@@ -47,10 +46,6 @@ from pipeline.prsink.forge import (
 GITHUB_API_URL = "https://api.github.com"
 GITHUB_API_VERSION = "2022-11-28"
 GITHUB_MEDIA_TYPE = "application/vnd.github+json"
-#: The list endpoints' page size ceiling.
-_PAGE_SIZE = 100
-#: How many pages of open PRs are counted for the open quota (10,000 PRs).
-_MAX_PAGES = 100
 
 
 def github_headers() -> dict[str, str]:
@@ -127,7 +122,7 @@ def parse_commit(payload: Any) -> CommitIdentity:
     )
 
 
-class GitHubForge:
+class GitHubForge(RestForge):
     """:class:`~pipeline.prsink.forge.Forge` on one GitHub repository.
 
     ``bot_logins`` names the accounts that are the bot itself (e.g. ``daytwo[bot]``);
@@ -150,30 +145,26 @@ class GitHubForge:
         head_prefix: str = "daytwo/",
         timeout: float = 30.0,
     ) -> None:
-        self.owner = owner
-        self.repo = repo
-        self.head_prefix = head_prefix
-        self.bot_logins = frozenset(bot_logins)
-        provider = StaticToken(tokens) if isinstance(tokens, Secret) else tokens
-        self.limiter = WriteLimiter(limits or WriteLimits(), clock=clock, sleep=sleep)
-        self.http = ForgeHttp(
+        super().__init__(
             forge_name="GitHub",
             base_url=base_url,
-            tokens=provider,
+            tokens=tokens,
             auth_headers=_bearer,
-            limiter=self.limiter,
             default_headers=github_headers(),
+            head_prefix=head_prefix,
+            limits=limits,
+            clock=clock,
+            sleep=sleep,
             transport=transport,
             timeout=timeout,
         )
+        self.owner = owner
+        self.repo = repo
+        self.bot_logins = frozenset(bot_logins)
         self._repo_path = f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}"
 
     def __repr__(self) -> str:
         return f"GitHubForge({self.owner}/{self.repo})"
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self.http.close()
 
     # -- reads
 
@@ -186,44 +177,28 @@ class GitHubForge:
                 "state": "all",
                 "sort": "created",
                 "direction": "desc",
-                "per_page": _PAGE_SIZE,
+                "per_page": PAGE_SIZE,
             },
         )
         return [parse_pull_request(item) for item in require_list(payload, "a list of PRs")]
 
-    def find_pull_request(self, head_branch: str) -> PullRequest | None:
-        """The open PR from ``head_branch``, else the newest closed/merged one, else None."""
-        candidates = [
-            pr for pr in self.list_pull_requests(head_branch) if pr.head_branch == head_branch
-        ]
-        for pr in candidates:
-            if pr.state == "open":
-                return pr
-        return max(candidates, key=lambda pr: pr.number, default=None)
+    def _pull_requests_from(self, head_branch: str) -> list[PullRequest]:
+        return self.list_pull_requests(head_branch)
 
     def get_pull_request(self, number: int) -> PullRequest:
         """One PR by number."""
         return parse_pull_request(self.http.get(f"{self._repo_path}/pulls/{number}"))
 
-    def count_open_pull_requests(self) -> int:
-        """Open PRs whose head branch starts with ``head_prefix`` (for the open quota)."""
-        count = 0
-        for page in range(1, _MAX_PAGES + 1):
-            payload = require_list(
-                self.http.get(
-                    f"{self._repo_path}/pulls",
-                    {"state": "open", "per_page": _PAGE_SIZE, "page": page},
-                ),
-                "a list of PRs",
-            )
-            count += sum(
-                1
-                for item in payload
-                if parse_pull_request(item).head_branch.startswith(self.head_prefix)
-            )
-            if len(payload) < _PAGE_SIZE:
-                break
-        return count
+    def _open_page(self, page: int) -> list[Any]:
+        return require_list(
+            self.http.get(
+                f"{self._repo_path}/pulls", {"state": "open", "per_page": PAGE_SIZE, "page": page}
+            ),
+            "a list of PRs",
+        )
+
+    def _head_branch_of(self, item: Any) -> str:
+        return parse_pull_request(item).head_branch
 
     def pull_request_status(self, number: int) -> PullRequestStatus:
         """The PR, who closed/merged it, and its newest commit (three GETs)."""
@@ -246,21 +221,17 @@ class GitHubForge:
     def _last_commit(self, number: int, commit_count: Any) -> CommitIdentity | None:
         # GitHub lists a PR's commits oldest first; the last page holds the newest.
         count = commit_count if isinstance(commit_count, int) and commit_count > 0 else 1
-        page = math.ceil(count / _PAGE_SIZE)
+        page = math.ceil(count / PAGE_SIZE)
         commits = require_list(
             self.http.get(
                 f"{self._repo_path}/pulls/{number}/commits",
-                {"per_page": _PAGE_SIZE, "page": page},
+                {"per_page": PAGE_SIZE, "page": page},
             ),
             "a list of commits",
         )
         return parse_commit(commits[-1]) if commits else None
 
     # -- writes
-
-    def check_new_pull_request_quota(self) -> None:
-        """Raise :class:`~pipeline.prsink.forge.PrQuotaExceededError` if a new PR is refused now."""
-        self.limiter.check_new_pull_request(self.count_open_pull_requests)
 
     def create_pull_request(
         self,
@@ -272,14 +243,10 @@ class GitHubForge:
         labels: Sequence[str] = (),
     ) -> PullRequest:
         """Open a PR (quota permitting), then label it."""
-        with self.limiter.serialised_write():
-            self.limiter.check_new_pull_request(self.count_open_pull_requests)
-            payload = self.http.write(
-                "POST",
-                f"{self._repo_path}/pulls",
-                {"title": title, "head": head_branch, "base": base_branch, "body": body},
-            )
-            self.limiter.record_new_pull_request()
+        payload = self._create_within_quota(
+            f"{self._repo_path}/pulls",
+            {"title": title, "head": head_branch, "base": base_branch, "body": body},
+        )
         pr = parse_pull_request(payload)
         if labels:
             self.add_labels(pr.number, labels)
@@ -289,11 +256,7 @@ class GitHubForge:
         self, number: int, *, title: str | None = None, body: str | None = None
     ) -> PullRequest:
         """Replace the title and/or body."""
-        changes = {
-            key: value for key, value in (("title", title), ("body", body)) if value is not None
-        }
-        if not changes:
-            raise ValueError("update_pull_request needs a title or a body")
+        changes = self._title_and_body(title, body)
         return parse_pull_request(
             self.http.write("PATCH", f"{self._repo_path}/pulls/{number}", changes)
         )

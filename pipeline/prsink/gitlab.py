@@ -17,18 +17,17 @@ from urllib.parse import quote
 import httpx
 
 from pipeline.prsink.forge import (
+    PAGE_SIZE,
     Clock,
     CommitIdentity,
     ForgeError,
-    ForgeHttp,
     PullRequest,
     PullRequestState,
     PullRequestStatus,
+    RestForge,
     Secret,
     Sleep,
-    StaticToken,
     TokenProvider,
-    WriteLimiter,
     WriteLimits,
     body_digest,
     require_list,
@@ -36,8 +35,6 @@ from pipeline.prsink.forge import (
 )
 
 GITLAB_API_URL = "https://gitlab.com/api/v4"
-_PAGE_SIZE = 100
-_MAX_PAGES = 100
 #: GitLab's merge request states mapped onto the sink's three. ``locked`` is a short
 #: transitional state while a merge runs: still open as far as the sink is concerned.
 _STATES: dict[str, PullRequestState] = {
@@ -106,12 +103,14 @@ def parse_commit(payload: Any) -> CommitIdentity:
     )
 
 
-class GitLabForge:
+class GitLabForge(RestForge):
     """:class:`~pipeline.prsink.forge.Forge` on one GitLab project (merge requests).
 
     ``bot_usernames`` names the bot's own accounts (a project access token's bot user,
     e.g. ``project_42_bot_…``); a merge request closed by anyone else was closed by a human.
     """
+
+    body_field = "description"
 
     def __init__(
         self,
@@ -127,29 +126,25 @@ class GitLabForge:
         head_prefix: str = "daytwo/",
         timeout: float = 30.0,
     ) -> None:
-        self.project = str(project)
-        self.head_prefix = head_prefix
-        self.bot_usernames = frozenset(bot_usernames)
-        provider = StaticToken(tokens) if isinstance(tokens, Secret) else tokens
-        self.limiter = WriteLimiter(limits or WriteLimits(), clock=clock, sleep=sleep)
-        self.http = ForgeHttp(
+        super().__init__(
             forge_name="GitLab",
             base_url=base_url,
-            tokens=provider,
+            tokens=tokens,
             auth_headers=_private_token,
-            limiter=self.limiter,
             default_headers={"Accept": "application/json", "User-Agent": "daytwo-prsink"},
+            head_prefix=head_prefix,
+            limits=limits,
+            clock=clock,
+            sleep=sleep,
             transport=transport,
             timeout=timeout,
         )
+        self.project = str(project)
+        self.bot_usernames = frozenset(bot_usernames)
         self._mrs = f"/projects/{project_path_segment(project)}/merge_requests"
 
     def __repr__(self) -> str:
         return f"GitLabForge({self.project})"
-
-    def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self.http.close()
 
     # -- reads
 
@@ -162,39 +157,22 @@ class GitLabForge:
                 "state": "all",
                 "order_by": "created_at",
                 "sort": "desc",
-                "per_page": _PAGE_SIZE,
+                "per_page": PAGE_SIZE,
             },
         )
         return [parse_merge_request(item) for item in require_list(payload, "a list of MRs")]
 
-    def find_pull_request(self, head_branch: str) -> PullRequest | None:
-        """The open MR from ``head_branch``, else the newest closed/merged one, else None."""
-        candidates = [
-            mr for mr in self.list_merge_requests(head_branch) if mr.head_branch == head_branch
-        ]
-        for mr in candidates:
-            if mr.state == "open":
-                return mr
-        return max(candidates, key=lambda mr: mr.number, default=None)
+    def _pull_requests_from(self, head_branch: str) -> list[PullRequest]:
+        return self.list_merge_requests(head_branch)
 
-    def count_open_pull_requests(self) -> int:
-        """Open MRs whose source branch starts with ``head_prefix`` (for the open quota)."""
-        count = 0
-        for page in range(1, _MAX_PAGES + 1):
-            payload = require_list(
-                self.http.get(self._mrs, {"state": "opened", "per_page": _PAGE_SIZE, "page": page}),
-                "a list of MRs",
-            )
-            count += sum(
-                1
-                for item in payload
-                if str(require_mapping(item, "an MR").get("source_branch", "")).startswith(
-                    self.head_prefix
-                )
-            )
-            if len(payload) < _PAGE_SIZE:
-                break
-        return count
+    def _open_page(self, page: int) -> list[Any]:
+        return require_list(
+            self.http.get(self._mrs, {"state": "opened", "per_page": PAGE_SIZE, "page": page}),
+            "a list of MRs",
+        )
+
+    def _head_branch_of(self, item: Any) -> str:
+        return str(require_mapping(item, "an MR").get("source_branch", ""))
 
     def pull_request_status(self, number: int) -> PullRequestStatus:
         """The MR with who closed/merged it (one GET) and its newest commit (one GET)."""
@@ -215,10 +193,6 @@ class GitLabForge:
 
     # -- writes
 
-    def check_new_pull_request_quota(self) -> None:
-        """Raise :class:`~pipeline.prsink.forge.PrQuotaExceededError` if refused now."""
-        self.limiter.check_new_pull_request(self.count_open_pull_requests)
-
     def create_pull_request(
         self,
         *,
@@ -238,23 +212,13 @@ class GitLabForge:
         }
         if labels:
             request["labels"] = ",".join(labels)
-        with self.limiter.serialised_write():
-            self.limiter.check_new_pull_request(self.count_open_pull_requests)
-            payload = self.http.write("POST", self._mrs, request)
-            self.limiter.record_new_pull_request()
-        return parse_merge_request(payload)
+        return parse_merge_request(self._create_within_quota(self._mrs, request))
 
     def update_pull_request(
         self, number: int, *, title: str | None = None, body: str | None = None
     ) -> PullRequest:
         """Replace the title and/or description."""
-        changes = {
-            key: value
-            for key, value in (("title", title), ("description", body))
-            if value is not None
-        }
-        if not changes:
-            raise ValueError("update_pull_request needs a title or a body")
+        changes = self._title_and_body(title, body)
         return parse_merge_request(self.http.write("PUT", f"{self._mrs}/{number}", changes))
 
     def add_labels(self, number: int, labels: Sequence[str]) -> None:
