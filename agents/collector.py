@@ -33,6 +33,7 @@ __all__ = [
     "CONTAINER_SAMPLES_TOPIC",
     "NODE_SAMPLES_TOPIC",
     "AgentMetrics",
+    "BatchSequence",
     "Collector",
     "ContainerCollector",
     "NodeCollector",
@@ -219,6 +220,57 @@ class NodeCollector:
         return [OutgoingMessage(NODE_SAMPLES_TOPIC, self.node.encode(), orjson.dumps(sample))]
 
 
+class BatchSequence:
+    """The agent's per-batch sequence numbers: 0, 1, 2 ... for one process.
+
+    Why: a consumer can only prove that no batch was lost between an agent and the topic
+    (through a broker outage and the spool) if the agent numbers what it publishes; a gap
+    is a loss, a repeat an at-least-once duplicate. One instance per agent process, shared
+    by every path that publishes ``container-sample-batch`` messages, and numbers are
+    taken only for batches actually handed to the publisher (after the input guard), so
+    the numbers have no gaps of their own.
+
+    >>> sequence = BatchSequence()
+    >>> sequence.take(), sequence.take()
+    (0, 1)
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(self, first: int = 0) -> None:
+        if first < 0:
+            raise ValueError(f"a batch sequence starts at 0 or above, got {first}")
+        self._next = first
+
+    @property
+    def next_number(self) -> int:
+        """The number the next batch will get (how many were taken, from 0)."""
+        return self._next
+
+    def take(self) -> int:
+        """The next number, consumed."""
+        number = self._next
+        self._next += 1
+        return number
+
+    def stamp(self, message: OutgoingMessage) -> OutgoingMessage:
+        """``message`` with the next ``sequence`` when it is a container-sample batch.
+
+        Messages of other topics pass unchanged and take no number; so does a value that
+        is not a JSON object (the worker dead-letters it: it is no batch to count).
+        """
+        if message.topic != CONTAINER_SAMPLES_TOPIC:
+            return message
+        try:
+            batch = orjson.loads(message.value)
+        except orjson.JSONDecodeError:
+            return message
+        if not isinstance(batch, dict):
+            return message
+        batch["sequence"] = self.take()
+        return OutgoingMessage(message.topic, message.key, orjson.dumps(batch))
+
+
 def guard_message(
     message: OutgoingMessage, guard: InputGuard, now: float
 ) -> OutgoingMessage | None:
@@ -251,6 +303,7 @@ async def run_agent(
     topic_prefix: str = "",
     guard: InputGuard | None = None,
     wait_for: Callable[[], bool] | None = None,
+    sequence: BatchSequence | None = None,
 ) -> int:
     """Scrape every collector each interval and publish, until ``stop_event`` is set.
 
@@ -258,6 +311,8 @@ async def run_agent(
     ``guard`` applies the distinct-container cap to sample batches (see
     :func:`guard_message`). ``wait_for``: a readiness check (the inventory has listed
     everything) polled each interval; no collector is scraped before it holds.
+    ``sequence`` numbers the container-sample batches that pass the guard (see
+    :class:`BatchSequence`; a fresh one from 0 when not given: one per process).
 
     Each cycle's messages are flushed before the next sleep, so delivery errors surface
     once per interval. A collector that raises ``CollectorError`` is logged and counted;
@@ -266,13 +321,20 @@ async def run_agent(
     if interval_seconds <= 0:
         raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
     metrics = metrics if metrics is not None else AgentMetrics.create()
+    sequence = sequence if sequence is not None else BatchSequence()
     published = 0
     next_due = clock()
     while not stop_event.is_set():
         now = clock()
         if wait_for is None or wait_for():
             published += await _publish_cycle(
-                collectors, publisher, now, metrics=metrics, topic_prefix=topic_prefix, guard=guard
+                collectors,
+                publisher,
+                now,
+                metrics=metrics,
+                topic_prefix=topic_prefix,
+                guard=guard,
+                sequence=sequence,
             )
         next_due += interval_seconds
         delay = next_due - clock()
@@ -292,6 +354,7 @@ async def _publish_cycle(
     metrics: AgentMetrics,
     topic_prefix: str,
     guard: InputGuard | None,
+    sequence: BatchSequence,
 ) -> int:
     published = 0
     for collector in collectors:
@@ -305,6 +368,7 @@ async def _publish_cycle(
             admitted = message if guard is None else guard_message(message, guard, now)
             if admitted is None:
                 continue
+            admitted = sequence.stamp(admitted)
             await publisher.send(topic_prefix + admitted.topic, admitted.key, admitted.value)
             published += 1
     await publisher.flush()

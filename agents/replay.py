@@ -4,19 +4,24 @@ The trace format is the one ``daytwo analyze`` and ``daytwo backtest`` read (see
 docs/architecture.md): one row per sample with ``timestamp``, ``workload``,
 ``container``, ``cpu_cores`` required and the other columns optional. Rows are grouped
 into one batch per workload and timestamp, in time order, with the original
-timestamps, so a replay looks to the pipeline exactly like a live agent.
+timestamps, so a replay looks to the pipeline exactly like a live agent. A trace without
+``memory_bytes`` (CPU-only, such as the NAB series) streams samples without a working
+set; the worker then recommends CPU only, as ``daytwo analyze`` does for the same file.
 
 :func:`stream_trace` publishes those batches paced by the trace's own clock divided by a
-speed-up (x1 ... x10,000): trace time ``t`` is sent at ``start + (t - t0) / speedup`` of
-wall time. It never sleeps for less than a few milliseconds: everything due sooner goes
-out at once, so at high speed-ups the replay runs at the publisher's batch throughput
-instead of paying a timer per trace instant.
+speed-up (x1 ... x10,000, or :data:`UNPACED` for "as fast as the publisher takes them"):
+trace time ``t`` is sent at ``start + (t - t0) / speedup`` of wall time. It never sleeps
+for less than a few milliseconds: everything due sooner goes out at once, so at high
+speed-ups the replay runs at the publisher's batch throughput instead of paying a timer
+per trace instant. Every batch published carries the agent's next ``sequence`` number
+(:class:`~agents.collector.BatchSequence`), so a consumer can prove none was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +31,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from agents.collector import BatchSequence
 from agents.limits import InputGuard
 from agents.publisher import Publisher
 from pipeline.errors import CollectorError, ConfigError
@@ -33,18 +39,22 @@ from pipeline.errors import CollectorError, ConfigError
 #: The replay's speed-up range: real time ... 10,000 trace seconds per second.
 MIN_SPEEDUP = 1.0
 MAX_SPEEDUP = 10_000.0
+#: No pacing: every batch is sent as soon as the publisher takes it (``--speedup max``).
+UNPACED = math.inf
+#: How ``--speedup`` spells :data:`UNPACED`.
+UNPACED_NAME = "max"
 #: Shortest wait worth a timer: anything due sooner is sent at once (see the module doc).
 MIN_SLEEP_SECONDS = 0.005
 #: Report progress at least every this many batches while not waiting.
 _PROGRESS_EVERY_BATCHES = 500
 
-#: The trace format's required columns; ``daytwo analyze`` and ``backtest`` need no more.
+#: The trace format's required columns; ``daytwo analyze``, ``backtest`` and the replay
+#: agent need no more.
 REQUIRED_COLUMNS = ("timestamp", "workload", "container", "cpu_cores")
-#: Container samples on the wire still require a working set (a CPU-only sample stream
-#: is a later extension), so the replay agent also needs these.
-REPLAY_REQUIRED_COLUMNS = (*REQUIRED_COLUMNS, "memory_bytes")
-#: trace column -> container-sample field
+#: trace column -> container-sample field (absent or null in the trace: left out of the
+#: sample, which means null on the wire)
 OPTIONAL_COLUMNS = {
+    "memory_bytes": "memory_working_set_bytes",
     "cpu_throttled_ratio": "cpu_throttled_ratio",
     "oom_kills": "oom_kills",
     "cpu_limit_cores": "cpu_limit_cores",
@@ -75,6 +85,29 @@ def read_trace(path: Path) -> pl.DataFrame:
     return with_intervals(frame.with_columns(pl.col("timestamp").cast(pl.Float64)))
 
 
+def parse_speedup(text: str) -> float:
+    """A ``--speedup`` value: a number within x1 ... x10,000, or ``max`` (:data:`UNPACED`).
+
+    Why a parser here: the CLI and the settings take the speed-up as text so that "as
+    fast as possible" has a name instead of a magic number; the bounds live with the
+    replay. Raises :class:`ConfigError` naming the allowed values.
+    """
+    cleaned = text.strip().lower()
+    if cleaned == UNPACED_NAME:
+        return UNPACED
+    try:
+        value = float(cleaned)
+    except ValueError:
+        value = math.nan
+    if not MIN_SPEEDUP <= value <= MAX_SPEEDUP:
+        msg = (
+            f"replay speed-up must be a number within {MIN_SPEEDUP:g} ... {MAX_SPEEDUP:g} or "
+            f"{UNPACED_NAME!r} (no pacing), got {text!r}"
+        )
+        raise ConfigError(msg)
+    return value
+
+
 def with_intervals(frame: pl.DataFrame) -> pl.DataFrame:
     """Sort by time and add ``interval_seconds``: the time since the container's previous
     sample; the first sample of a container takes its median interval (1 s if alone)."""
@@ -91,26 +124,15 @@ def trace_batches(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (workload id, container-sample-batch dict) in trace-time order.
 
-    Raises :class:`CollectorError` when the trace has no ``memory_bytes`` column or a row
-    without a value in it: container samples on the wire carry a working set, so a
-    CPU-only trace can be analysed and backtested but not replayed.
+    The batches carry no ``sequence``: :func:`stream_trace` numbers the ones it publishes.
+    Optional columns that are absent, or null on a row, are left out of that row's sample
+    (null on the wire): a trace without ``memory_bytes`` gives CPU-only samples. Raises
+    :class:`CollectorError` when a required column is missing (a frame not from
+    :func:`read_trace`).
     """
-    missing = [c for c in REPLAY_REQUIRED_COLUMNS if c not in frame.columns]
+    missing = [c for c in (*REQUIRED_COLUMNS, "interval_seconds") if c not in frame.columns]
     if missing:
-        msg = (
-            f"the replay agent needs trace column(s) {', '.join(missing)} (container samples "
-            "carry a memory working set); a CPU-only trace works with `daytwo analyze` and "
-            "`daytwo backtest`"
-        )
-        raise CollectorError(msg)
-    nulls = frame.filter(pl.col("memory_bytes").is_null())
-    if nulls.height:
-        first = nulls.row(0, named=True)
-        msg = (
-            f"the replay agent needs memory_bytes on every row; {nulls.height} row(s) lack it, "
-            f"the first at timestamp {first['timestamp']} for {first['workload']}:"
-            f"{first['container']}"
-        )
+        msg = f"the replay needs trace column(s) {', '.join(missing)} (see read_trace)"
         raise CollectorError(msg)
     present = {c: f for c, f in OPTIONAL_COLUMNS.items() if c in frame.columns}
     for (timestamp, workload), group in frame.group_by(
@@ -123,7 +145,6 @@ def trace_batches(
                 "timestamp": float(row["timestamp"]),
                 "interval_seconds": float(row["interval_seconds"]),
                 "cpu_usage_cores": float(row["cpu_cores"]),
-                "memory_working_set_bytes": int(row["memory_bytes"]),
             }
             for column, field in present.items():
                 value = row[column]
@@ -157,7 +178,11 @@ class ReplayProgress:
 
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
-    """What one replay published (``rejected_samples``: over the container cap)."""
+    """What one replay published (``rejected_samples``: over the container cap).
+
+    ``next_sequence`` is the number the agent's next batch would get: the batches of this
+    replay were numbered up to ``next_sequence - 1``.
+    """
 
     batches: int
     samples: int
@@ -166,6 +191,7 @@ class ReplayResult:
     trace_end: float | None
     wall_seconds: float
     stopped_early: bool
+    next_sequence: int = 0
 
 
 async def stream_trace(
@@ -180,19 +206,28 @@ async def stream_trace(
     clock: Callable[[], float] = time.monotonic,
     source: str = "replay",
     agent: str = "replay",
+    sequence: BatchSequence | None = None,
 ) -> ReplayResult:
     """Publish a trace (from :func:`read_trace`) paced at ``speedup`` and return a summary.
 
     Why: a replay must look like a live agent to the pipeline (one batch per workload
     per instant, original timestamps, arriving in time order) while letting a week of
     trace run in a minute. Before waiting for a later instant, everything sent so far
-    is flushed, so what is due has reached Kafka when the wait starts. ``guard`` drops
-    samples of containers over the cap (counted by the guard). Setting ``stop_event``
-    ends the replay early (what was sent is flushed). ``clock`` is monotonic seconds.
+    is flushed, so what is due has reached Kafka when the wait starts. ``speedup`` is
+    within x1 ... x10,000, or :data:`UNPACED` (no waiting at all: the batches go out at
+    the publisher's throughput, flushed once at the end). ``guard`` drops
+    samples of containers over the cap (counted by the guard). Each published batch
+    takes the next number of ``sequence`` (a fresh one from 0 when not given: one per
+    agent process). Setting ``stop_event`` ends the replay early (what was sent is
+    flushed). ``clock`` is monotonic seconds.
     """
-    if not MIN_SPEEDUP <= speedup <= MAX_SPEEDUP:
-        msg = f"replay speed-up must be within {MIN_SPEEDUP:g} ... {MAX_SPEEDUP:g}, got {speedup:g}"
+    if speedup != UNPACED and not MIN_SPEEDUP <= speedup <= MAX_SPEEDUP:
+        msg = (
+            f"replay speed-up must be within {MIN_SPEEDUP:g} ... {MAX_SPEEDUP:g} or unpaced, "
+            f"got {speedup:g}"
+        )
         raise ConfigError(msg)
+    sequence = sequence if sequence is not None else BatchSequence()
     stop_event = stop_event if stop_event is not None else asyncio.Event()
     total = frame.height
     first = float(frame["timestamp"].min()) if total else None  # type: ignore[arg-type]  # a float column
@@ -211,7 +246,7 @@ async def stream_trace(
         if timestamp != instant:
             instant = timestamp
             assert first is not None  # a batch exists, so the frame is not empty
-            due = started + (timestamp - first) / speedup
+            due = started + (timestamp - first) / speedup  # speedup inf: due = started
             if due - clock() > MIN_SLEEP_SECONDS:
                 await publisher.flush()
                 report()
@@ -226,6 +261,7 @@ async def stream_trace(
             rejected += offered
             continue
         rejected += offered - len(admitted["samples"])
+        admitted["sequence"] = sequence.take()
         await publisher.send(topic, workload.encode(), orjson.dumps(admitted))
         batches += 1
         samples += len(admitted["samples"])
@@ -241,4 +277,5 @@ async def stream_trace(
         trace_end=last,
         wall_seconds=clock() - started,
         stopped_early=stopped,
+        next_sequence=sequence.next_number,
     )

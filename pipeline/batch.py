@@ -12,14 +12,21 @@ Trace rows map to samples as the replay agent maps them to wire samples: ``cpu_c
 recommendations and null memory metrics), ``cpu_throttled_ratio``, ``oom_kills``,
 ``cpu_limit_cores`` and ``memory_limit_bytes``. The spec columns (``cpu_request_cores``,
 ``cpu_limit_cores``, ``memory_request_bytes``, ``memory_limit_bytes``) give what is in
-force: for ``analyze`` the container's last row, for ``backtest`` its first row (until
+force: for ``analyze`` each row as the worker would hold it at that sample (a missing
+request takes the limit, see :func:`stream_specs`), for ``backtest`` the first row (until
 the first proposal replaces it). The JVM columns are not read yet.
+
+``analyze`` reports, per container, the last recommendation the engine *proposes* when
+fed the trace as the worker is fed (trace-time ticks, hysteresis), falling back to the
+end-of-trace recommendation (flagged in the table) when nothing would be proposed.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
@@ -44,6 +51,8 @@ from pipeline.core.quantity import format_cpu, format_memory
 from pipeline.core.sizing import DEFAULT_PRICES, CurrentResources, Prices
 from pipeline.core.window import SampleInput
 from pipeline.errors import CollectorError, InvalidMessageError
+from schemas.models import Recommendation
+from schemas.validate import validate_dict
 
 OutputFormat = Literal["table", "json", "yaml", "csv"]
 OUTPUT_FORMATS: Final[tuple[str, ...]] = ("table", "json", "yaml", "csv")
@@ -196,41 +205,152 @@ def _spec(row: dict[str, object], columns: set[str]) -> CurrentResources:
 # -- analyze -----------------------------------------------------------------------------
 
 
-def analyze_series(
-    series: Sequence[ContainerSeries], profile: Profile, *, prices: Prices = DEFAULT_PRICES
-) -> list[tuple[ContainerSeries, Decision]]:
-    """Each container's decision at its last sample, from all its samples in time order.
+@dataclass(frozen=True, slots=True)
+class ContainerAnalysis:
+    """What ``daytwo analyze`` found for one container of a trace.
 
-    Why a function of its own: the CLI renders it, tests and bench/ inspect the decisions
-    (``propose`` and ``reason``) that the rendered outputs leave out.
+    ``proposal`` is the last decision the engine *proposed* while the trace was fed to it
+    the way the stream worker is fed (evaluation on trace-time ticks, hysteresis, cool-
+    down), so it is what the worker would have published last for this container;
+    ``proposals`` counts them. ``final`` is the evaluation at the container's last sample,
+    whether or not it would be proposed (its ``reason`` says why not).
     """
-    decisions = []
+
+    series: ContainerSeries
+    proposal: Decision | None
+    proposals: int
+    final: Decision
+
+    @property
+    def reported(self) -> dict[str, object] | None:
+        """The recommendation analyze reports: the last proposal, else the end-of-trace
+        recommendation (None without enough data for either)."""
+        if self.proposal is not None:
+            return self.proposal.recommendation
+        return self.final.recommendation
+
+    @property
+    def key(self) -> str:
+        """``workload:container``."""
+        return f"{self.series.workload}:{self.series.container}"
+
+
+def stream_specs(frame: pl.DataFrame) -> dict[tuple[str, str], list[CurrentResources]]:
+    """What the stream worker holds in force at each sample of each container, in time order.
+
+    Why: the worker's spec for a container without a workload spec is what its samples
+    show, sample by sample, with a request equal to the limit when no request is given
+    (Kubernetes' defaulting when only a limit is set; ``pipeline/processor.py`` does the
+    same for bare cgroups). A trace's spec columns stand for the workload spec the
+    inventory would publish; a null request takes the limit.
+    """
+    if "interval_seconds" not in frame.columns:
+        frame = with_intervals(frame)
+    columns = set(frame.columns)
+    specs: dict[tuple[str, str], list[CurrentResources]] = {}
+    for (workload, container), group in frame.sort("timestamp").group_by(
+        "workload", "container", maintain_order=True
+    ):
+        rows = group.iter_rows(named=True)
+        specs[(str(workload), str(container))] = [_stream_spec(row, columns) for row in rows]
+    return specs
+
+
+def _stream_spec(row: dict[str, object], columns: set[str]) -> CurrentResources:
+    declared = _spec(row, columns)
+    return CurrentResources(
+        cpu_request_cores=(
+            declared.cpu_request_cores
+            if declared.cpu_request_cores is not None
+            else declared.cpu_limit_cores
+        ),
+        cpu_limit_cores=declared.cpu_limit_cores,
+        memory_request_bytes=(
+            declared.memory_request_bytes
+            if declared.memory_request_bytes is not None
+            else declared.memory_limit_bytes
+        ),
+        memory_limit_bytes=declared.memory_limit_bytes,
+    )
+
+
+def analyze_trace(
+    frame: pl.DataFrame, profile: Profile, *, prices: Prices = DEFAULT_PRICES
+) -> list[ContainerAnalysis]:
+    """Feed each container of a loaded trace to the engine as the worker does; collect.
+
+    Why: ``daytwo analyze`` must say what the stream would propose for the same file
+    (``daytwo agent --source replay`` into ``daytwo worker``), not a recommendation the
+    stream never publishes. So each container gets a :class:`ContainerEngine` with
+    ``evaluate_on_ticks=True``; before each sample its spec is set to what the worker
+    would hold (:func:`stream_specs`), proposals are taken after each sample, and a
+    proposal that breaks the recommendation contract is dropped as the worker drops it.
+    The end-of-trace evaluation against the last sample's spec is kept as ``final``.
+    A sizing failure on a tick (a bug) is raised, naming the container.
+    """
+    series = trace_series(frame, spec_row="last")
+    specs = stream_specs(frame)
+    results: list[ContainerAnalysis] = []
     for one in series:
         if not one.samples:
             continue
         engine = ContainerEngine(
-            profile, workload=one.workload, container=one.container, prices=prices
+            profile,
+            workload=one.workload,
+            container=one.container,
+            prices=prices,
+            evaluate_on_ticks=True,
         )
-        for sample in one.samples:
+        proposal: Decision | None = None
+        proposals = 0
+        container_specs = specs[(one.workload, one.container)]
+        for sample, spec in zip(one.samples, container_specs, strict=True):
+            engine.spec = spec
             engine.apply(sample)
-        decisions.append((one, engine.evaluate(one.samples[-1].timestamp, one.initial)))
-    return decisions
+            if engine.failures:
+                failure = engine.failures[0]
+                msg = f"sizing {one.workload}:{one.container} failed at {sample.timestamp}"
+                raise CollectorError(msg) from failure
+            for decision in engine.take_proposals():
+                if _breaks_contract(decision.recommendation):
+                    continue
+                proposal = decision
+                proposals += 1
+        final = engine.evaluate(one.samples[-1].timestamp, container_specs[-1])
+        results.append(ContainerAnalysis(one, proposal, proposals, final))
+    return results
+
+
+def _breaks_contract(recommendation: dict[str, object] | None) -> bool:
+    try:
+        validate_dict(Recommendation, recommendation)
+    except InvalidMessageError:
+        return True
+    return False
 
 
 def analyze(path: Path, profile: Profile, fmt: OutputFormat = "table") -> str:
-    """``daytwo analyze``: the recommendation for every container of a trace, rendered.
+    """``daytwo analyze``: per container of a trace, what the stream would propose, rendered.
 
-    ``json`` is the list of recommendation objects (the contract of
+    Each container's reported recommendation is the last one the engine *proposes* when
+    fed the trace the way the worker is fed (:func:`analyze_trace`): replaying the same
+    file through ``daytwo agent --source replay`` into ``daytwo worker`` publishes the
+    same values, rules and hash. When nothing would be proposed (too little history, no
+    change worth a pull request), the recommendation at the end of the trace is reported
+    instead, and the table flags it.
+
+    ``json`` is the list of those recommendation objects (the contract of
     schemas/recommendation.v1.schema.json); ``yaml`` the same list; ``csv`` one row per
     container with the current and recommended values flattened; ``table`` a terminal
-    table that also says whether each would be proposed and why. Containers with too
-    little data for a recommendation are left out of json/yaml/csv and listed in the table.
+    table with the reported recommendation, where it comes from, and the end-of-trace
+    decision with its reason. Containers with too little data for any recommendation are
+    left out of json/yaml/csv and listed in the table.
     """
     if fmt not in OUTPUT_FORMATS:
         msg = f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}"
         raise ValueError(msg)
-    decisions = analyze_series(trace_series(load_trace(path), spec_row="last"), profile)
-    recommendations = [d.recommendation for _, d in decisions if d.recommendation is not None]
+    analyses = analyze_trace(load_trace(path), profile)
+    recommendations = [a.reported for a in analyses if a.reported is not None]
     if fmt == "json":
         return orjson.dumps(recommendations, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "yaml":
@@ -241,7 +361,7 @@ def analyze(path: Path, profile: Profile, fmt: OutputFormat = "table") -> str:
         return stream.getvalue()
     if fmt == "csv":
         return _csv(recommendations)
-    return _table(decisions, profile)
+    return _table(analyses, profile)
 
 
 def _csv(recommendations: list[dict[str, object]]) -> str:
@@ -295,15 +415,12 @@ def _csv_value(name: str, value: object) -> float | int | None:
     return round(number) if name.endswith("_bytes") else number
 
 
-def _table(decisions: list[tuple[ContainerSeries, Decision]], profile: Profile) -> str:
+def _table(analyses: list[ContainerAnalysis], profile: Profile) -> str:
     table = Table(title=f"daytwo recommendations (profile {profile.name})", show_footer=True)
     total = 0.0
-    for _, decision in decisions:
-        delta = (
-            None
-            if decision.recommendation is None
-            else decision.recommendation.get("monthly_cost_delta_usd")
-        )
+    for analysis in analyses:
+        reported = analysis.reported
+        delta = None if reported is None else reported.get("monthly_cost_delta_usd")
         if isinstance(delta, int | float):
             total += delta
     for header, footer in (
@@ -312,31 +429,64 @@ def _table(decisions: list[tuple[ContainerSeries, Decision]], profile: Profile) 
         ("memory limit", ""),
         ("$/month", f"{total:+.2f}"),
         ("risk", ""),
-        ("decision", ""),
+        ("reported", ""),
+        ("at the end of the trace", ""),
     ):
         table.add_column(header, footer=footer)
-    for one, decision in decisions:
-        key = f"{one.workload}:{one.container}"
-        recommendation = decision.recommendation
-        if recommendation is None:
-            table.add_row(key, "", "", "", "", decision.reason)
+    for analysis in analyses:
+        final, reported = analysis.final, analysis.reported
+        if reported is None:
+            table.add_row(analysis.key, "", "", "", "", "nothing", final.reason)
             continue
-        current, recommended = recommendation["current"], recommendation["recommended"]
+        current, recommended = reported["current"], reported["recommended"]
         assert isinstance(current, dict)
         assert isinstance(recommended, dict)
         table.add_row(
-            key,
+            analysis.key,
             _arrow(current.get("cpu_request_cores"), recommended.get("cpu_request_cores"), True),
             _arrow(current.get("memory_limit_bytes"), recommended.get("memory_limit_bytes"), False),
-            f"{recommendation['monthly_cost_delta_usd']:+.2f}",
-            str(recommendation["risk"]),
-            decision.reason,
+            f"{reported['monthly_cost_delta_usd']:+.2f}",
+            str(reported["risk"]),
+            _source(analysis),
+            _at_end(analysis),
         )
-    console = Console(file=io.StringIO(), width=160, color_system=None, force_terminal=False)
+    console = Console(file=io.StringIO(), width=200, color_system=None, force_terminal=False)
     console.print(table)
     output = console.file
     assert isinstance(output, io.StringIO)
     return output.getvalue()
+
+
+def _source(analysis: ContainerAnalysis) -> str:
+    """Where the reported recommendation comes from (the flag the brief asks for)."""
+    if analysis.proposal is None:
+        return "end of trace (FALLBACK: nothing would be proposed)"
+    evidence = analysis.proposal.recommendation or {}
+    stats = evidence.get("evidence")
+    last = stats.get("last_timestamp") if isinstance(stats, dict) else None
+    when = f" at {_iso(last)}" if isinstance(last, int | float) else ""
+    return f"last proposal{when} ({analysis.proposals} in all)"
+
+
+def _at_end(analysis: ContainerAnalysis) -> str:
+    """The end-of-trace decision; with its values when they differ from the reported ones."""
+    final, reported = analysis.final, analysis.reported
+    recommendation = final.recommendation
+    if recommendation is None or reported is None or recommendation["hash"] == reported["hash"]:
+        return final.reason
+    recommended = recommendation["recommended"]
+    assert isinstance(recommended, dict)
+    cpu = recommended.get("cpu_request_cores")
+    memory = recommended.get("memory_limit_bytes")
+    values = (
+        f"CPU {format_cpu(float(cpu)) if isinstance(cpu, int | float) else 'unset'}, memory "
+        f"{format_memory(int(memory)) if isinstance(memory, int | float) else 'unset'}"
+    )
+    return f"{values}: {final.reason}"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _arrow(before: object, after: object, cpu: bool) -> str:

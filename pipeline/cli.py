@@ -182,7 +182,7 @@ def agent(
     ] = None,
     trace_file: Annotated[Path | None, typer.Option("--trace", help=_help("trace_file"))] = None,
     replay_speedup: Annotated[
-        float | None, typer.Option("--speedup", help=_help("replay_speedup"))
+        str | None, typer.Option("--speedup", help=_help("replay_speedup"))
     ] = None,
     jvm_gc_logs: Annotated[
         list[str] | None, typer.Option("--gc-log", help=_help("jvm_gc_logs"))

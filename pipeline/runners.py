@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import signal
 import socket
 import time
@@ -30,6 +31,7 @@ from agents.cgroup import CgroupMounts
 from agents.collector import (
     CONTAINER_SAMPLES_TOPIC,
     AgentMetrics,
+    BatchSequence,
     Collector,
     ContainerCollector,
     NodeCollector,
@@ -306,6 +308,7 @@ async def _run_source(
 ) -> None:
     metrics = AgentMetrics.create(registry)
     guard = publisher.guard
+    sequence = BatchSequence()  # one per process: every path numbers its batches from it
 
     async def loop(collectors: list[Collector], wait_for: Callable[[], bool] | None = None) -> None:
         await run_agent(
@@ -318,12 +321,13 @@ async def _run_source(
             topic_prefix=settings.topic_prefix,
             guard=guard,
             wait_for=wait_for,
+            sequence=sequence,
         )
 
     source = settings.source
     if source == "replay":
         assert plan.trace is not None  # _plan_agent read it
-        await _replay(settings, plan.trace, publisher, stop, agent=plan.agent)
+        await _replay(settings, plan.trace, publisher, stop, agent=plan.agent, sequence=sequence)
     elif source == "prometheus":
         prometheus = PrometheusSource(
             PromQLClient(
@@ -342,7 +346,9 @@ async def _run_source(
         )
         closers.callback(prometheus.close)
         if plan.backfill is not None:
-            await _prometheus_backfill(prometheus, plan.backfill, settings, publisher, stop)
+            await _prometheus_backfill(
+                prometheus, plan.backfill, settings, publisher, stop, sequence=sequence
+            )
         if not settings.backfill_only and not stop.is_set():
             await loop([prometheus])
     elif source in ("kubelet", "inventory"):
@@ -486,9 +492,11 @@ async def _replay(
     stop: asyncio.Event,
     *,
     agent: str,
+    sequence: BatchSequence,
 ) -> None:
     speedup = settings.replay_speedup
-    with _progress_bar(f"replay x{speedup:g}", trace.height) as update:
+    pace = "max" if math.isinf(speedup) else f"x{speedup:g}"
+    with _progress_bar(f"replay {pace}", trace.height) as update:
 
         def show(state: ReplayProgress) -> None:
             moment = "" if state.trace_time is None else f" · trace time {_iso(state.trace_time)}"
@@ -505,15 +513,16 @@ async def _replay(
             guard=publisher.guard,
             progress=show,
             agent=agent,
+            sequence=sequence,
         )
     log.info(
-        "replayed %d batches (%d samples, %d rejected) of %s in %.2f s at x%g%s",
+        "replayed %d batches (%d samples, %d rejected) of %s in %.2f s at %s%s",
         result.batches,
         result.samples,
         result.rejected_samples,
         settings.trace_file,
         result.wall_seconds,
-        speedup,
+        pace,
         " (stopped early)" if result.stopped_early else "",
     )
 
@@ -531,6 +540,8 @@ async def _prometheus_backfill(
     settings: Settings,
     publisher: SpoolingPublisher,
     stop: asyncio.Event,
+    *,
+    sequence: BatchSequence,
 ) -> None:
     """Publish the history in ``window`` chunk by chunk (queries run off the event loop)."""
     start, end = window
@@ -552,6 +563,7 @@ async def _prometheus_backfill(
                 )
                 if admitted is None:
                     continue
+                admitted = sequence.stamp(admitted)
                 await publisher.send(topic, admitted.key, admitted.value)
                 samples += len(batch.samples)
             await publisher.flush()

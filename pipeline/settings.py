@@ -11,6 +11,7 @@ the field descriptions below, so documentation and behaviour cannot drift apart.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -213,10 +214,9 @@ class Settings(BaseSettings):
     )
     replay_speedup: float = Field(
         default=1.0,
-        ge=1.0,
-        le=10_000.0,
-        description="Agent (replay): trace seconds per wall-clock second (1 ... 10000); "
-        "samples keep their original timestamps.",
+        description="Agent (replay): trace seconds per wall-clock second (1 ... 10000), or "
+        "'max' to send as fast as the broker takes them (no pacing); samples keep their "
+        "original timestamps.",
     )
     jvm_gc_logs: list[str] = Field(
         default_factory=list,
@@ -357,6 +357,27 @@ class Settings(BaseSettings):
     pr_max_new_per_hour: int = Field(
         default=5, ge=0, description="Sink: at most this many new PRs in any hour."
     )
+
+    @field_validator("replay_speedup", mode="before")
+    @classmethod
+    def _speedup_max(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().lower() == "max":
+                return math.inf  # agents.replay.UNPACED (not imported: it pulls in polars)
+            try:
+                return float(value)
+            except ValueError:
+                msg = f"replay_speedup must be a number within 1 ... 10000 or 'max', got {value!r}"
+                raise ValueError(msg) from None
+        return value
+
+    @field_validator("replay_speedup")
+    @classmethod
+    def _speedup_range(cls, value: float) -> float:
+        if value != math.inf and not 1.0 <= value <= 10_000.0:
+            msg = f"replay_speedup must be within 1 ... 10000 or 'max', got {value:g}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -113,7 +113,7 @@ class ContainerSample(Contract):
     cpu_throttled_periods: Count | None = None
     cpu_throttled_seconds: Annotated[float, Field(ge=0, le=MAX_THROTTLED_SECONDS)] | None = None
     cpu_throttled_ratio: Ratio | None = None
-    memory_working_set_bytes: ByteCount
+    memory_working_set_bytes: ByteCount | None = None
     memory_usage_bytes: ByteCount | None = None
     memory_rss_bytes: ByteCount | None = None
     memory_cache_bytes: ByteCount | None = None
@@ -131,6 +131,9 @@ class ContainerSampleBatch(Message):
     agent: AgentName
     workload: WorkloadId
     timestamp: Timestamp
+    sequence: Count | None = None
+    """The agent's per-batch number, 0, 1, 2 ... per (agent, process start); a consumer
+    finds lost batches as gaps and duplicates as repeats (see the schema's description)."""
     samples: Annotated[
         tuple[ContainerSample, ...], Field(min_length=1, max_length=MAX_SAMPLES_PER_BATCH)
     ]

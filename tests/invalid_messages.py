@@ -43,7 +43,6 @@ _REQUIRED_SAMPLE: Final = (
     "timestamp",
     "interval_seconds",
     "cpu_usage_cores",
-    "memory_working_set_bytes",
 )
 _USAGE_FIELDS: Final = (
     "cpu_usage_cores",

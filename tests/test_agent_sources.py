@@ -162,14 +162,14 @@ def test_replay_at_x1000_arrives_complete_in_order_with_original_timestamps_on_t
         if value is not None
     ]
     assert all(batch.source == "replay" for batch in batches)
-    arrived: dict[str, list[tuple[float, str, float, int]]] = {}
+    arrived: dict[str, list[tuple[float, str, float, int | None]]] = {}
     for batch in batches:
         arrived.setdefault(batch.workload, []).extend(
             (s.timestamp, s.container, s.cpu_usage_cores, s.memory_working_set_bytes)
             for s in batch.samples
         )
         assert {s.timestamp for s in batch.samples} == {batch.timestamp}
-    expected: dict[str, list[tuple[float, str, float, int]]] = {}
+    expected: dict[str, list[tuple[float, str, float, int | None]]] = {}
     for row in trace.iter_rows(named=True):
         expected.setdefault(row["workload"], []).append(
             (float(row["timestamp"]), row["container"], row["cpu_cores"], row["memory_bytes"])

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from agents.replay import read_trace, trace_batches
 from pipeline.batch import (
     analyze,
+    analyze_trace,
     backtest,
     backtest_series,
     load_trace,
@@ -26,7 +27,7 @@ from pipeline.core.backtest import BacktestMetrics
 from pipeline.core.profiles import BALANCED
 from pipeline.errors import CollectorError
 from schemas.models import Recommendation
-from schemas.validate import validate_dict
+from schemas.validate import decode_container_batch, validate_dict
 
 NAB_DIR = Path(__file__).parents[1] / ".." / "shared" / "data" / "nab"
 MIB = 1024**2
@@ -119,6 +120,43 @@ def test_analyze_cpu_only_trace_recommends_cpu_only(tmp_path: Path) -> None:
         assert recommendation["recommended"]["memory_limit_bytes"] is None
 
 
+def test_analyze_reports_the_last_proposal_and_flags_the_fallback(tmp_path: Path) -> None:
+    """30 h of data under balanced (24 h before a first proposal, 7-day cool-down): the
+    steady api is proposed once; the worker's wave never moves enough, so analyze falls
+    back to its end-of-trace recommendation and says so. With no minimum history the
+    worker is proposed early (low in its wave), and that proposal, not the higher
+    end-of-trace value the cool-down holds back, is what the stream would have sent."""
+    trace = write_trace(tmp_path / "trace.csv")
+    analyses = {a.series.container: a for a in analyze_trace(load_trace(trace), BALANCED)}
+    reported = {r["container"]: r for r in orjson.loads(analyze(trace, BALANCED, "json"))}
+    api, worker = analyses["api"], analyses["worker"]
+    assert api.proposal is not None
+    assert worker.proposal is None
+    assert reported["api"] == api.proposal.recommendation
+    assert reported["worker"] == worker.final.recommendation
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in analyze(trace, BALANCED, "table").splitlines()
+        if "checkout:" in line
+    }
+    assert "last proposal" in rows["prod/shop/Deployment/checkout:api"]
+    assert "FALLBACK" in rows["prod/shop/Deployment/checkout:worker"]
+
+    early = BALANCED.with_overrides(decrease_min_history_seconds=0.0)
+    (worker_early,) = [
+        a for a in analyze_trace(load_trace(trace), early) if a.key.endswith("worker")
+    ]
+    assert worker_early.proposal is not None
+    assert worker_early.final.recommendation is not None
+    proposed = worker_early.proposal.recommendation
+    assert proposed is not None
+    assert proposed["hash"] != worker_early.final.recommendation["hash"]
+    (from_json,) = [
+        r for r in orjson.loads(analyze(trace, early, "json")) if r["container"] == "worker"
+    ]
+    assert from_json == proposed
+
+
 def test_analyze_leaves_out_containers_without_enough_data(tmp_path: Path) -> None:
     trace = write_trace(tmp_path / "trace.csv", hours=0.5)  # 30 samples < min_samples
     assert orjson.loads(analyze(trace, BALANCED, "json")) == []
@@ -139,27 +177,33 @@ def test_a_bad_row_is_reported_with_its_place(tmp_path: Path) -> None:
 # -- traces and the replay agent ----------------------------------------------------------
 
 
-def test_cpu_only_traces_load_but_the_replay_agent_refuses_them(tmp_path: Path) -> None:
+def test_cpu_only_traces_replay_as_samples_without_a_working_set(tmp_path: Path) -> None:
     trace = write_trace(tmp_path / "trace.csv", hours=1.0, memory=False)
     frame = read_trace(trace)
     assert "memory_bytes" not in frame.columns
-    with pytest.raises(CollectorError, match="memory_bytes"):
-        next(trace_batches(frame))
+    batches = list(trace_batches(frame))
+    assert len(batches) == frame.height // 2  # one batch per instant, two containers each
+    for workload, batch in batches:
+        assert workload == "prod/shop/Deployment/checkout"
+        decoded = decode_container_batch(orjson.dumps(batch))  # valid on the wire
+        assert all(s.memory_working_set_bytes is None for s in decoded.samples)
+        assert all("memory_working_set_bytes" not in s for s in batch["samples"])
     with_memory = read_trace(write_trace(tmp_path / "full.csv", hours=1.0))
     workload, batch = next(trace_batches(with_memory))
     assert workload == "prod/shop/Deployment/checkout"
     assert batch["samples"][0]["memory_working_set_bytes"] == 300 * MIB
 
 
-def test_the_replay_agent_refuses_a_row_without_memory(tmp_path: Path) -> None:
+def test_a_row_without_memory_replays_without_a_working_set(tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text(
         "timestamp,workload,container,cpu_cores,memory_bytes\n"
         "1700000000,prod/shop/Deployment/checkout,api,0.5,1000\n"
         "1700000060,prod/shop/Deployment/checkout,api,0.5,\n"
     )
-    with pytest.raises(CollectorError, match=r"1 row\(s\) lack it.*1700000060"):
-        list(trace_batches(read_trace(trace)))
+    first, second = (batch for _, batch in trace_batches(read_trace(trace)))
+    assert first["samples"][0]["memory_working_set_bytes"] == 1000
+    assert "memory_working_set_bytes" not in second["samples"][0]
 
 
 def test_nab_series_become_cores_of_two_vcpus(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.processor import Processor
 from pipeline.profiles_file import ProfileResolver, load_catalog
 from schemas.validate import encode
-from tests.test_agents_inventory import NOW, loaded_state
+from tests.k8s_fixtures import loaded_state
+from tests.test_agents_inventory import NOW
 from tests.test_processor import MemoryStore, batch
 
 WORKLOAD = "prod/shop/Deployment/checkout"
