@@ -14,7 +14,16 @@ recommendations and null memory metrics), ``cpu_throttled_ratio``, ``oom_kills``
 ``cpu_limit_cores``, ``memory_request_bytes``, ``memory_limit_bytes``) give what is in
 force: for ``analyze`` each row as the worker would hold it at that sample (a missing
 request takes the limit, see :func:`stream_specs`), for ``backtest`` the first row (until
-the first proposal replaces it). The JVM columns are not read yet.
+the first proposal replaces it).
+
+The JVM columns (``jvm_heap_used_bytes``, ``jvm_heap_max_bytes``, ``jvm_nonheap_bytes``,
+``jvm_gc_overhead_ratio``) become :class:`~pipeline.core.window.JvmSampleInput` samples
+mapped as the replay agent maps them to ``jvm-sample`` fields
+(:func:`agents.replay.jvm_fields`, whose docstring says where the non-heap figure goes),
+applied to the container's engine just before the container sample of the same row,
+the order in which the replay publishes them. A JVM trace therefore gets the heap with
+the limit (``jvm_max_heap_bytes``, rules ``jvm-limit-covers-heap`` and
+``jvm-heap-with-limit``), in ``analyze`` and in ``backtest`` alike.
 
 ``analyze`` reports, per container, the last recommendation the engine *proposes* when
 fed the trace as the worker is fed (trace-time ticks, hysteresis), falling back to the
@@ -24,7 +33,7 @@ end-of-trace recommendation (flagged in the table) when nothing would be propose
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +45,8 @@ from rich.console import Console
 from rich.table import Table
 from ruamel.yaml import YAML
 
-from agents.replay import read_trace, with_intervals
+from agents.replay import JVM_COLUMNS as JVM_TRACE_COLUMNS
+from agents.replay import jvm_fields, read_trace, with_intervals
 from pipeline.core.backtest import (
     BacktestMetrics,
     ContainerSeries,
@@ -49,7 +59,7 @@ from pipeline.core.engine import ContainerEngine, Decision
 from pipeline.core.profiles import Profile
 from pipeline.core.quantity import format_cpu, format_memory
 from pipeline.core.sizing import DEFAULT_PRICES, CurrentResources, Prices
-from pipeline.core.window import SampleInput
+from pipeline.core.window import JvmSampleInput, SampleInput
 from pipeline.errors import CollectorError, InvalidMessageError
 from schemas.models import Recommendation
 from schemas.validate import validate_dict
@@ -202,6 +212,50 @@ def _spec(row: dict[str, object], columns: set[str]) -> CurrentResources:
         raise CollectorError(msg) from exc
 
 
+JvmSeries = dict[tuple[str, str], dict[float, JvmSampleInput]]
+"""(workload, container) -> the container's JVM samples by timestamp."""
+
+
+def trace_jvm(frame: pl.DataFrame) -> JvmSeries:
+    """The JVM samples of a loaded trace, per (workload, container), by timestamp.
+
+    Why by timestamp: each JVM sample belongs to the container sample of its row, and
+    the engine is fed it just before that sample (as the replay publishes the two). Rows
+    without JVM values give none; a trace without JVM columns gives an empty mapping. Of
+    two rows of a container at the same instant the first counts, as in the stream (the
+    window skips a sample at or before its last one). Invalid values raise
+    :class:`CollectorError` naming the row.
+    """
+    columns = set(frame.columns)
+    if not any(column in columns for column in JVM_TRACE_COLUMNS):
+        return {}
+    if "interval_seconds" not in columns:
+        frame = with_intervals(frame)
+    series: JvmSeries = {}
+    for row in frame.sort("timestamp").iter_rows(named=True):
+        fields = jvm_fields(row, columns)
+        if fields is None:
+            continue
+        by_time = series.setdefault((str(row["workload"]), str(row["container"])), {})
+        timestamp = _number(row["timestamp"])
+        if timestamp is None or timestamp in by_time:
+            continue
+        interval = _number(row["interval_seconds"])
+        try:
+            by_time[timestamp] = JvmSampleInput(
+                timestamp=timestamp,
+                interval_seconds=1.0 if interval is None else interval,
+                **fields,
+            )
+        except InvalidMessageError as exc:
+            msg = (
+                f"trace row at timestamp {row.get('timestamp')} for {row.get('workload')}:"
+                f"{row.get('container')} has invalid JVM values: {exc}"
+            )
+            raise CollectorError(msg) from exc
+    return series
+
+
 # -- analyze -----------------------------------------------------------------------------
 
 
@@ -283,13 +337,15 @@ def analyze_trace(
     (``daytwo agent --source replay`` into ``daytwo worker``), not a recommendation the
     stream never publishes. So each container gets a :class:`ContainerEngine` with
     ``evaluate_on_ticks=True``; before each sample its spec is set to what the worker
-    would hold (:func:`stream_specs`), proposals are taken after each sample, and a
+    would hold (:func:`stream_specs`), the row's JVM sample (:func:`trace_jvm`) goes in
+    just before its container sample, proposals are taken after each sample, and a
     proposal that breaks the recommendation contract is dropped as the worker drops it.
     The end-of-trace evaluation against the last sample's spec is kept as ``final``.
     A sizing failure on a tick (a bug) is raised, naming the container.
     """
     series = trace_series(frame, spec_row="last")
     specs = stream_specs(frame)
+    jvm = trace_jvm(frame)
     results: list[ContainerAnalysis] = []
     for one in series:
         if not one.samples:
@@ -304,7 +360,11 @@ def analyze_trace(
         proposal: Decision | None = None
         proposals = 0
         container_specs = specs[(one.workload, one.container)]
+        container_jvm = jvm.get((one.workload, one.container), {})
         for sample, spec in zip(one.samples, container_specs, strict=True):
+            jvm_sample = container_jvm.get(sample.timestamp)
+            if jvm_sample is not None:
+                engine.apply_jvm(jvm_sample)
             engine.spec = spec
             engine.apply(sample)
             if engine.failures:
@@ -501,19 +561,47 @@ def _arrow(before: object, after: object, cpu: bool) -> str:
 # -- backtest ----------------------------------------------------------------------------
 
 
+class JvmFedRecommender(EngineRecommender):
+    """daytwo's engine in the backtest, fed each container sample's JVM sample first.
+
+    Why: the backtest protocol carries container samples only; a JVM trace must still
+    size the heap with the limit there, as in ``analyze`` and the stream. ``jvm`` is the
+    container's JVM samples by timestamp (:func:`trace_jvm`).
+    """
+
+    __slots__ = ("jvm",)
+
+    def __init__(self, engine: ContainerEngine, jvm: Mapping[float, JvmSampleInput]) -> None:
+        super().__init__(engine)
+        self.jvm = jvm
+
+    def observe(self, sample: SampleInput, in_force: CurrentResources) -> None:
+        """Apply the sample's JVM sample (if any), then the sample."""
+        jvm_sample = self.jvm.get(sample.timestamp)
+        if jvm_sample is not None:
+            self.engine.apply_jvm(jvm_sample)
+        super().observe(sample, in_force)
+
+
 def backtest_series(
-    series: Sequence[ContainerSeries], profile: Profile, *, prices: Prices = DEFAULT_PRICES
+    series: Sequence[ContainerSeries],
+    profile: Profile,
+    *,
+    prices: Prices = DEFAULT_PRICES,
+    jvm: JvmSeries | None = None,
 ) -> dict[str, BacktestMetrics]:
     """daytwo (``profile``), ``vpa`` and ``krr`` replayed over the same series, scored.
 
     Why the full metrics: the JSON output keeps DESIGN's five fields; tests and bench/
-    also need the scored sample count and the proposals per simulated week.
+    also need the scored sample count and the proposals per simulated week. ``jvm``
+    (:func:`trace_jvm`) feeds daytwo's engine the JVM samples; the baselines size the
+    container alone, as VPA and KRR do.
     """
+    jvm_series = jvm if jvm is not None else {}
 
     def daytwo(workload: str, container: str) -> Recommender:
-        return EngineRecommender(
-            ContainerEngine(profile, workload=workload, container=container, prices=prices)
-        )
+        engine = ContainerEngine(profile, workload=workload, container=container, prices=prices)
+        return JvmFedRecommender(engine, jvm_series.get((workload, container), {}))
 
     def vpa(workload: str, container: str) -> Recommender:
         del workload, container
@@ -540,7 +628,7 @@ def backtest(path: Path, profile: Profile, *, nab_vcpus: float | None = None) ->
     an instance with that many vCPUs) instead of a trace.
     """
     frame = load_trace(path) if nab_vcpus is None else nab_trace(path, vcpus=nab_vcpus)
-    results = backtest_series(trace_series(frame), profile)
+    results = backtest_series(trace_series(frame), profile, jvm=trace_jvm(frame))
     return {
         "trace": str(path),
         "profile": profile.name,

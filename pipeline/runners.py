@@ -40,7 +40,7 @@ from agents.collector import (
     run_agent,
 )
 from agents.inventory import InventoryConfig, InventoryMetrics, KubernetesInventory
-from agents.jvm_collector import JvmCollector
+from agents.jvm_collector import JVM_SAMPLES_TOPIC, JvmCollector
 from agents.jvm_mapping import JvmAgentMapping, load_jvm_mapping
 from agents.kubelet import KubeletClient, KubeletConfig, KubeletMetrics, KubeletSource
 from agents.limits import InputLimits
@@ -87,8 +87,10 @@ def run_agent_process(
     (so a bad flag fails at once with a message naming it), serves metrics, and publishes
     through a :class:`~agents.publisher.SpoolingPublisher` with the input limits. The
     live sources run until SIGINT/SIGTERM; a replay and a ``backfill_only`` Prometheus
-    run end by themselves. ``kube_client`` (a ``lightkube.AsyncClient``) replaces the
-    in-cluster / ``KUBECONFIG`` client of the kubelet and inventory sources.
+    run end by themselves, a replay with ``replay_linger`` only at SIGINT/SIGTERM (its
+    metrics stay on /metrics for a scraper after the trace ends). ``kube_client`` (a
+    ``lightkube.AsyncClient``) replaces the in-cluster / ``KUBECONFIG`` client of the
+    kubelet and inventory sources.
     """
     bootstrap = require_bootstrap(settings)
     plan = _plan_agent(settings)
@@ -328,6 +330,9 @@ async def _run_source(
     if source == "replay":
         assert plan.trace is not None  # _plan_agent read it
         await _replay(settings, plan.trace, publisher, stop, agent=plan.agent, sequence=sequence)
+        if settings.replay_linger and not stop.is_set():
+            log.info("the trace has been sent; serving metrics until SIGTERM/SIGINT (--linger)")
+            await stop.wait()
     elif source == "prometheus":
         prometheus = PrometheusSource(
             PromQLClient(
@@ -508,6 +513,7 @@ async def _replay(
             trace,
             publisher,
             topic=settings.topic_prefix + CONTAINER_SAMPLES_TOPIC,
+            jvm_topic=settings.topic_prefix + JVM_SAMPLES_TOPIC,
             speedup=speedup,
             stop_event=stop,
             guard=publisher.guard,
@@ -516,10 +522,14 @@ async def _replay(
             sequence=sequence,
         )
     log.info(
-        "replayed %d batches (%d samples, %d rejected) of %s in %.2f s at %s%s",
+        "replayed %d batches (%d samples, %d rejected; JVM: %d batches, %d samples, "
+        "%d rejected) of %s in %.2f s at %s%s",
         result.batches,
         result.samples,
         result.rejected_samples,
+        result.jvm_batches,
+        result.jvm_samples,
+        result.rejected_jvm_samples,
         settings.trace_file,
         result.wall_seconds,
         pace,

@@ -218,6 +218,12 @@ class Settings(BaseSettings):
         "'max' to send as fast as the broker takes them (no pacing); samples keep their "
         "original timestamps.",
     )
+    replay_linger: bool = Field(
+        default=False,
+        description="Agent (replay): when the trace has been sent, keep running and serving "
+        "metrics until SIGTERM/SIGINT instead of exiting, so a Prometheus scraping the agent "
+        "still sees what it published.",
+    )
     jvm_gc_logs: list[str] = Field(
         default_factory=list,
         description="Agent (jvm-log): GC logs to tail, each WORKLOAD:CONTAINER=PATH, the "

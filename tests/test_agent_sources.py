@@ -41,7 +41,15 @@ from schemas.models import ContainerSampleBatch, JvmSampleBatch, WorkloadSpec
 from schemas.validate import decode, decode_container_batch
 from tests.prom_helpers import generate_cluster, prometheus_available, running_prometheus
 from tests.test_agents_prometheus import differences, emitted_samples, expected_samples
-from tests.worker_helpers import died, is_embedded, read_all, running
+from tests.worker_helpers import (
+    died,
+    free_port,
+    is_embedded,
+    metric_sum,
+    read_all,
+    running,
+    scrape_metrics,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -202,6 +210,87 @@ def test_replay_at_x10000_is_not_held_back_per_message(
     assert took < 15.0, f"x10,000 replay of {2 * points} batches took {took:.1f} s"
     records = read_all(agent_env, prefix + SAMPLES, at_least=2 * points, timeout=30)
     assert len(records) == 2 * points
+
+
+def write_jvm_trace(path: Path, *, points: int, interval: int = 10) -> pl.DataFrame:
+    """``checkout/app`` is a JVM (its JVM columns null on every fifth row, non-heap absent
+    on every third), ``checkout/sidecar`` is not (null JVM columns)."""
+    start = 1_704_067_200
+    rows: list[dict[str, Any]] = []
+    for index in range(points):
+        for container in ("app", "sidecar"):
+            jvm = container == "app" and index % 5 != 4
+            rows.append(
+                {
+                    "timestamp": start + index * interval,
+                    "workload": "prod/shop/Deployment/checkout",
+                    "container": container,
+                    "cpu_cores": round(0.1 + 0.01 * (index % 13), 4),
+                    "memory_bytes": 600 * 2**20 + index * 4096,
+                    "jvm_heap_used_bytes": 300 * 2**20 + index * 8192 if jvm else None,
+                    "jvm_heap_max_bytes": 1024 * 2**20 if jvm else None,
+                    "jvm_nonheap_bytes": 150 * 2**20 + index if jvm and index % 3 else None,
+                    "jvm_gc_overhead_ratio": round(0.001 * (index % 40), 4) if jvm else None,
+                }
+            )
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    frame.write_csv(path)
+    return frame
+
+
+def test_replay_streams_the_jvm_columns_and_lingers_until_stopped(
+    kafka_bootstrap: str, make_topic_prefix: Callable[..., str], tmp_path: Path
+) -> None:
+    """``--linger``: after the trace, the agent keeps serving /metrics until SIGTERM, then
+    exits 0. The JVM columns arrive as jvm-sample batches, one per JVM row, with the
+    trace's timestamps and the documented field mapping."""
+    points = 200
+    trace = write_jvm_trace(tmp_path / "trace.csv", points=points)
+    prefix = make_topic_prefix()
+    port = free_port()
+    env = child_env(kafka_bootstrap, prefix, tmp_path, DAYTWO_METRICS_PORT=str(port))
+    agent = start_child(
+        "agent",
+        ["agent", "--source", "replay", "--trace", str(tmp_path / "trace.csv"),
+         "--speedup", "1000", "--linger"],
+        env,
+        tmp_path / "logs",
+    )  # fmt: skip
+    with running(agent):
+        wait_until(lambda: "(--linger)" in agent.log_tail(), 60, agent)
+        time.sleep(1.0)
+        assert agent.process.poll() is None, "the agent exited although --linger was given"
+        metrics = scrape_metrics(port)
+        jvm_rows = trace.filter(pl.col("jvm_heap_max_bytes").is_not_null())
+        assert (
+            metric_sum(metrics, "daytwo_agent_messages_sent_total")
+            == trace["timestamp"].n_unique() + jvm_rows.height
+        )
+        records = read_all(
+            kafka_bootstrap, prefix + "daytwo.jvm-samples.v1", at_least=jvm_rows.height, timeout=30
+        )
+        assert agent.stop() == 0, agent.log_tail(40)
+    assert "Traceback" not in agent.log_tail(200)
+
+    batches = [decode(JvmSampleBatch, value) for _, value in records if value is not None]
+    assert all(batch.source == "replay" for batch in batches)
+    arrived = [
+        (s.timestamp, s.container, s.interval_seconds, s.heap_used_after_gc_bytes,
+         s.heap_max_bytes, s.metaspace_used_bytes, s.code_cache_bytes, s.gc_overhead_ratio)
+        for batch in batches
+        for s in batch.samples
+    ]  # fmt: skip
+    for batch in batches:
+        assert {s.timestamp for s in batch.samples} == {batch.timestamp}
+    nonheap = jvm_rows["jvm_nonheap_bytes"]
+    expected = [
+        (float(row["timestamp"]), row["container"], 10.0, row["jvm_heap_used_bytes"],
+         row["jvm_heap_max_bytes"], row["jvm_nonheap_bytes"],
+         None if row["jvm_nonheap_bytes"] is None else 0, row["jvm_gc_overhead_ratio"])
+        for row in jvm_rows.iter_rows(named=True)
+    ]  # fmt: skip
+    assert arrived == expected
+    assert 0 < nonheap.null_count() < len(nonheap)  # both branches of the non-heap mapping
 
 
 # --------------------------------------------------------------------------- prometheus

@@ -3,25 +3,25 @@ from a real Prometheus scraping real daytwo processes.
 
 Processes, all on 127.0.0.1::
 
-    replay agent ──▶ embedded broker ──▶ worker A ┐ (one consumer group: the partitions
-    (this file run     (session)          worker B ┘  are shared)
-     as a child)                             │ recommendation sets
+    daytwo agent ──▶ embedded broker ──▶ worker A ┐ (one consumer group: the partitions
+    --source replay     (session)        worker B ┘  are shared)
+    --linger                                 │ recommendation sets
                                              ▼
                                             sink ──▶ git repo (dry-run branches)
     Prometheus (Debian package) scrapes agent, A, B and the sink every second, with the
     job names of deploy/prometheus.yml.
 
-The agent is this module run as a child process (``python -m tests.test_dashboards
-replay-agent ...``): ``daytwo agent`` has no replay source yet, so the child does what it
-would do: it reads the trace with ``agents/replay.py`` (``read_trace``,
-``trace_batches``), publishes through ``agents/publisher.py``'s ``SpoolingPublisher`` (so
-the spool metrics are real), and serves its registry on /metrics.
+The agent is the real ``daytwo agent --source replay --linger --speedup 5000``: it streams
+the trace's container samples and, from its JVM columns, the JVM samples (so the JVM
+panels have data), publishes through the spooling publisher (so the spool metrics are
+real), and, with ``--linger``, keeps serving its /metrics after the trace ends until it is
+stopped, so Prometheus still scrapes it when the dashboards are queried.
 
 The trace (2 h of 10 s samples, seeded) is shaped so that every panel has something to
-show: ``checkout/app`` is a JVM (GC overhead), is throttled, has its working set step from
-700 MiB to 1300 MiB half-way (a memory drift event) and one OOM kill; ``frontend``
-and ``index`` are oversized (decreases, positive savings); ``elastic`` runs near its CPU
-limit.
+show: ``checkout/app`` is a JVM (GC overhead, heap, non-heap), is throttled, has its
+working set step from 700 MiB to 1300 MiB half-way (a memory drift event) and one OOM
+kill; ``frontend`` and ``index`` are oversized (decreases, positive savings); ``elastic``
+runs near its CPU limit.
 
 After the replay, with every sample applied (checked against Prometheus: the sum of the
 workers' counters equals the trace's rows, so nothing was lost or counted twice across the
@@ -32,13 +32,10 @@ value its own ``label_values`` query returned) and must return at least one seri
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +59,6 @@ from pipeline.metrics import (
     drift_event_counts,
     proposal_direction,
 )
-from pipeline.topics import topic_names
 from tests.prom_helpers import PROMETHEUS_BINARY
 from tests.worker_helpers import (
     PARTITIONS,
@@ -94,6 +90,8 @@ CONTAINERS = (
     (ELASTIC, "elastic"),
     (INDEX, "indexer"),
 )
+#: The replay's pace: the 2 h trace takes 1.4 s.
+SPEEDUP = 5000
 #: Grafana's built-in interval variables, as Grafana would fill them for a short range.
 GRAFANA_INTERVALS = {"__rate_interval": "20s", "__interval": "5s", "__range": "10m"}
 
@@ -120,6 +118,7 @@ def make_trace(seed: int) -> pl.DataFrame:
                     "memory_limit_bytes": 2048 * MIB,
                     "jvm_heap_used_bytes": rng.randint(300, 500) * MIB,
                     "jvm_heap_max_bytes": 1024 * MIB,
+                    "jvm_nonheap_bytes": rng.randint(140, 160) * MIB,
                     "jvm_gc_overhead_ratio": round(rng.uniform(0.01, 0.06), 4),
                 }
             elif container == "envoy":
@@ -151,81 +150,6 @@ def make_trace(seed: int) -> pl.DataFrame:
                 }
             rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None)
-
-
-def jvm_batches(frame: pl.DataFrame, agent: str) -> dict[tuple[float, str], dict[str, Any]]:
-    """One jvm-sample-batch per (timestamp, workload) from the trace's JVM columns."""
-    batches: dict[tuple[float, str], dict[str, Any]] = {}
-    jvm_rows = frame.filter(pl.col("jvm_gc_overhead_ratio").is_not_null())
-    for row in jvm_rows.iter_rows(named=True):
-        ts = float(row["timestamp"])
-        heap_max = int(row["jvm_heap_max_bytes"])
-        sample = {
-            "container": row["container"],
-            "timestamp": ts,
-            "interval_seconds": float(row["interval_seconds"]),
-            "collector": "G1",
-            "gc_overhead_ratio": float(row["jvm_gc_overhead_ratio"]),
-            "heap_used_after_gc_bytes": int(row["jvm_heap_used_bytes"]),
-            "heap_max_bytes": heap_max,
-            "jvm_options": f"-Xmx{heap_max // MIB}m",
-            "flags": {"max_heap_bytes": heap_max, "heap_sizing": "xmx", "collector": "G1"},
-        }
-        batch = batches.setdefault(
-            (ts, row["workload"]),
-            {
-                "schema_version": 1,
-                "kind": "jvm-sample-batch",
-                "source": "gclog",
-                "agent": agent,
-                "workload": row["workload"],
-                "timestamp": ts,
-                "samples": [],
-            },
-        )
-        batch["samples"].append(sample)
-    return batches
-
-
-def replay_agent_main(argv: list[str]) -> None:
-    """The child: replay a trace (container + JVM batches), serve metrics until SIGTERM."""
-    from agents.publisher import SpoolingPublisher  # noqa: PLC0415 - child process only
-    from agents.replay import read_trace, trace_batches  # noqa: PLC0415
-    from pipeline.metrics import serve_metrics  # noqa: PLC0415
-
-    trace, bootstrap, prefix, port, spool_dir = argv
-    registry = CollectorRegistry()
-    serve_metrics(registry, int(port), addr="127.0.0.1")
-    names = topic_names(prefix)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        publisher = SpoolingPublisher.create(
-            bootstrap,
-            Path(spool_dir),
-            spool_max_bytes=64 * MIB,
-            registry=registry,
-            idempotent=not is_embedded(bootstrap),
-        )
-        await publisher.start()
-        frame = read_trace(Path(trace))
-        jvm = jvm_batches(frame, agent="replay")
-        sent = 0
-        for workload, batch in trace_batches(frame, agent="replay"):
-            await publisher.send(names.container_samples, workload.encode(), orjson.dumps(batch))
-            jvm_batch = jvm.get((batch["timestamp"], workload))
-            if jvm_batch is not None:
-                await publisher.send(names.jvm_samples, workload.encode(), orjson.dumps(jvm_batch))
-            sent += 1
-            if sent % 200 == 0:
-                await publisher.flush()
-        await publisher.flush()
-        print(f"replayed {sent} batches", flush=True)
-        await stop.wait()
-        await publisher.close()
-
-    asyncio.run(main())
 
 
 # --------------------------------------------------------------------------- the peers
@@ -678,33 +602,29 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         # first record on (a later rebalance would be correct too, just slower).
         for child in (worker_a, worker_b):
             wait_for_line(child, r"Ready", 60)
-        agent_log = (logs / "agent.log").open("wb")
-        agent = Child(
+        agent_env = {
+            "DAYTWO_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "DAYTWO_TOPIC_PREFIX": prefix,
+            "DAYTWO_SPOOL_DIR": str(tmp_path / "spool"),
+            "DAYTWO_METRICS_PORT": str(ports["agent"]),
+            "DAYTWO_LOG_LEVEL": "INFO",
+        }
+        if is_embedded(kafka_bootstrap):
+            agent_env["DAYTWO_BROKER_IS_EMBEDDED"] = "1"
+        agent = start_child(
             "agent",
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.test_dashboards",
-                    "replay-agent",
-                    str(trace_path),
-                    kafka_bootstrap,
-                    prefix,
-                    str(ports["agent"]),
-                    str(tmp_path / "spool"),
-                ],
-                cwd=REPO,
-                stdout=agent_log,
-                stderr=subprocess.STDOUT,
-            ),
-            logs / "agent.log",
-            agent_log,
-        )
+            ["agent", "--source", "replay", "--trace", str(trace_path), "--linger",
+             "--speedup", str(SPEEDUP)],
+            agent_env,
+            logs,
+        )  # fmt: skip
         children = (worker_a, worker_b, sink, agent)
         with running(agent):
             wait_for_line(agent, r"replayed \d+ batches", 60)
             rows = trace.height
             jvm_rows = trace.filter(pl.col("jvm_gc_overhead_ratio").is_not_null()).height
+            # one JVM container: one JVM batch per JVM row, all of them sent
+            assert f"JVM: {jvm_rows} batches, {jvm_rows} samples, 0 rejected" in agent.log_tail()
             processed = 'sum(daytwo_worker_samples_processed_total{job="daytwo-worker"})'
             jvm_processed = 'sum(daytwo_worker_jvm_samples_processed_total{job="daytwo-worker"})'
             wait_until(
@@ -753,7 +673,6 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
                         failures.append(f"{name}: {where}: {expr} -> no series")
             assert evaluated >= 30
             assert not failures, "\n".join(failures)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["replay-agent"]:
-    replay_agent_main(sys.argv[2:])
+            # the agent lingered through all of it, and stops cleanly when told
+            assert agent.process.poll() is None
+            assert agent.stop() == 0, agent.log_tail(20)
