@@ -16,7 +16,7 @@ NPM_TOOLS := deploy/tools/node_modules/.installed tests/contract/node_modules/.i
 $(BIN)/daytwo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
 venv: $(BIN)/daytwo
