@@ -333,7 +333,9 @@ def sink(
     metrics_port: Annotated[int | None, typer.Option(help=_help("metrics_port"))] = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Consume recommendations and commit them as branches in the GitOps repo (dry-run)."""
+    """Consume recommendations: one pull request per workload on GitHub or GitLab when
+    DAYTWO_GITOPS_REMOTE_URL and the forge settings are set, else (dry run) a local
+    branch per workload in --repo with its PR text in .daytwo/PR.md."""
     from pipeline.runners import run_sink_process  # noqa: PLC0415
 
     settings = _settings(
