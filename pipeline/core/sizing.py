@@ -531,7 +531,9 @@ def _cap_cpu_at_max(
 def _duration_text(seconds: float) -> str:
     if seconds >= 86400:
         return f"{seconds / 86400:.1f} days"
-    return f"{seconds / 3600:.1f} hours"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.0f} minutes"
 
 
 def _note_leak(

@@ -490,11 +490,11 @@ def _print_result(
         burned = workload.burned_cores()
         rec = next(r for r in rec_set.recommendations if r.container == CONTAINER)
         request = rec.recommended.cpu_request_cores or 0.0
-        expected = burned * 1.15
         console.print(
             f"\nThe burner really used {burned:.3f} cores (its cgroup's cpuacct.usage over "
-            f"its lifetime); x 1.15 = {expected:.3f}. Recommended CPU request: "
-            f"{format_cpu(request)} ({(request / expected - 1) * 100:+.1f}%)."
+            f"its lifetime). Recommended CPU request: {format_cpu(request)} "
+            f"({(request / burned - 1) * 100:+.1f}% of what it burned: the profile's "
+            "percentile and headroom, never above the highest usage seen)."
         )
     _print_branch(console, repo, branch)
 
