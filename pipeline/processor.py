@@ -290,6 +290,7 @@ class Processor:
                 profile,
                 workload=workload,
                 container=container,
+                prices=self.prices.default,
                 window=window,
                 evaluate_on_ticks=True,
             )

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from pipeline.core import engine as engine_module
+from pipeline.core.cost import PriceBook, Prices
 from pipeline.core.profiles import Profile, get_profile
 from pipeline.core.sizing import recommend
 from pipeline.metrics import WorkerMetrics
@@ -544,3 +545,12 @@ def test_an_older_spec_is_ignored_and_a_bad_one_dead_lettered() -> None:
     assert dead is not None
     assert dead.stage == "validate"
     assert harness.processor.handle_spec(key, None, partition=0, offset=3) is None  # tombstone
+
+
+def test_the_profiles_files_default_prices_apply_without_a_spec() -> None:
+    harness = make_harness()
+    harness.processor.prices = PriceBook(Prices(cpu_core_hour_usd=0.05, memory_gib_hour_usd=0.01))
+    feed(harness, steady_records(WORKLOAD_A, PARTITION_A, ["app"], 5))
+    (rec,) = harness.processor.current_sets()[0].recommendations
+    assert rec.evidence.cost is not None
+    assert (rec.evidence.cost.cpu_core_hour_usd, rec.evidence.cost.node_pool) == (0.05, None)
