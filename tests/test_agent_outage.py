@@ -70,7 +70,7 @@ from pipeline.topics import ALL_TOPICS, CONTAINER_SAMPLES, ensure_topics
 from schemas.models import RecommendationSet
 from schemas.validate import decode_container_batch
 from tests.conftest import unique_topic_prefix
-from tests.worker_helpers import Record, metric_sum, read_all, running
+from tests.worker_helpers import MemoryStore, Record, metric_sum, read_all, running
 
 SPEEDUP = 100.0
 STEP_SECONDS = 10.0
@@ -364,20 +364,6 @@ def polling(child: Child, metrics_port: int, spool_dir: Path) -> Iterator[Observ
     finally:
         stop.set()
         thread.join(5)
-
-
-class MemoryStore:
-    """The processor's state store as a dict: key -> the last checkpointed window bytes."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def load(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def save(self, key: str, value: bytes, partition: int) -> None:
-        del partition
-        self.data[key] = value
 
 
 def process(records: Sequence[Record]) -> tuple[dict[str, bytes], dict[str, list[str]]]:

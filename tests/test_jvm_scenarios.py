@@ -24,7 +24,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from schemas.validate import encode
 from tests.cgroup_helpers import MIB, requires_v1_cgroups, unique_cgroup_path, wait_for_line
 from tests.worker_helpers import (
     PARTITIONS,
+    MemoryStore,
     died,
     free_port,
     metric_sum,
@@ -74,20 +75,6 @@ SCENARIO_TIMEOUT_SECONDS = 30.0
 PROFILE = get_profile("balanced").with_overrides(
     min_samples=MIN_SAMPLES, decrease_min_history_seconds=0.0
 )
-
-
-@dataclass
-class _MemoryStore:
-    """The processor's ``StateStore`` protocol over a dict (no changelog needed here)."""
-
-    data: dict[str, bytes] = field(default_factory=dict)
-
-    def load(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def save(self, key: str, value: bytes, partition: int) -> None:
-        del partition
-        self.data[key] = value
 
 
 @dataclass
@@ -140,7 +127,7 @@ def run_scenario(
     registry = CollectorRegistry()
     processor = Processor(
         profile=profile,
-        store=_MemoryStore(),
+        store=MemoryStore(),
         metrics=WorkerMetrics.create(registry),
         clock=time.time,
         source_topic="daytwo.container-samples.v1",

@@ -55,6 +55,7 @@ from tests.test_replay_nab import (
 )
 from tests.worker_helpers import (
     PARTITIONS,
+    MemoryStore,
     free_port,
     is_embedded,
     metric_sum,
@@ -271,20 +272,9 @@ def processor_sets(path: Path) -> list[RecommendationSet]:
     """Feed the replay's scrapes of ``path`` (JVM batch first, as the replay publishes
     them, encoded as on the wire) to a Processor; the sets it proposes, in order."""
 
-    class Store:
-        def __init__(self) -> None:
-            self.data: dict[str, bytes] = {}
-
-        def load(self, key: str) -> bytes | None:
-            return self.data.get(key)
-
-        def save(self, key: str, value: bytes, partition: int) -> None:
-            del partition
-            self.data[key] = value
-
     processor = Processor(
         profile=FAST,
-        store=Store(),
+        store=MemoryStore(),
         metrics=WorkerMetrics.create(CollectorRegistry()),
         clock=lambda: 1_800_000_000.0,
         source_topic="t.daytwo.container-samples.v1",

@@ -59,6 +59,7 @@ from pipeline.topics import topic_names
 from schemas.models import RecommendationSet
 from tests.worker_helpers import (
     PARTITIONS,
+    MemoryStore,
     died,
     free_port,
     is_embedded,
@@ -174,20 +175,9 @@ def traces(draw: st.DrawFn) -> pl.DataFrame:
 def processor_sets(path: Path, profile: Profile) -> list[RecommendationSet]:
     """Feed the replay's batches of ``path`` (as encoded on the wire) to a Processor."""
 
-    class Store:
-        def __init__(self) -> None:
-            self.data: dict[str, bytes] = {}
-
-        def load(self, key: str) -> bytes | None:
-            return self.data.get(key)
-
-        def save(self, key: str, value: bytes, partition: int) -> None:
-            del partition
-            self.data[key] = value
-
     processor = Processor(
         profile=profile,
-        store=Store(),
+        store=MemoryStore(),
         metrics=WorkerMetrics.create(CollectorRegistry()),
         clock=lambda: 1_800_000_000.0,
         source_topic="t.daytwo.container-samples.v1",
