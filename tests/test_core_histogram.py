@@ -277,3 +277,31 @@ def test_share_above_is_an_upper_bound_within_one_bucket(
 
 def test_share_above_of_an_empty_histogram_is_zero() -> None:
     assert DecayingHistogram(0.001, 1.05, 100.0, 3600.0).share_above(0.5) == 0.0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=-1, max_value=2000, allow_nan=False),
+            st.floats(min_value=0.1, max_value=60),
+            st.floats(min_value=0, max_value=40 * 86400),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+def test_share_above_equals_its_definition_over_every_bucket(
+    samples: list[tuple[float, float, float]], value: float
+) -> None:
+    """share_above reads a tail of the sorted buckets; it must equal the definition: the
+    weight of every bucket whose end lies above ``value``, over the total."""
+    histogram = DecayingHistogram(0.01, 1.05, 1000.0, 86400.0)
+    for sample_value, weight, timestamp in sorted(samples, key=lambda s: s[2]):
+        histogram.add(sample_value, weight, timestamp)
+    state = histogram.to_state()
+    weights = dict(zip(state["index"], state["weight"], strict=True))  # type: ignore[call-overload]
+    total = math.fsum(weights.values())
+    above = math.fsum(w for i, w in weights.items() if histogram.bucket_end(i) > value)
+    expected = min(1.0, above / total) if total > 0 else 0.0
+    assert histogram.share_above(value) == expected

@@ -78,6 +78,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
@@ -746,6 +747,60 @@ class DriftTracker:
         track.bucket_sum = value
         track.bucket_count = 1
         return event
+
+    def update_run(
+        self, signal: Signal, timestamps: Sequence[float], values: Sequence[float | None]
+    ) -> list[tuple[int, DriftEvent]]:
+        """Account a run of raw samples of one signal; the events with the index of the
+        sample that completed each.
+
+        Exactly :meth:`update` on every pair in order (a None value is a sample that did
+        not report this signal and is passed over), with the per-sample bookkeeping done
+        on local variables: the worker's hot path feeds whole batches through here.
+        """
+        try:
+            track = self._tracks[signal]
+        except KeyError:
+            raise ValueError(
+                f"unknown drift signal {signal!r}; expected one of {SIGNALS}"
+            ) from None
+        aggregate = self._config.aggregate_seconds
+        isfinite = math.isfinite
+        floor = math.floor
+        events: list[tuple[int, DriftEvent]] = []
+        last = track.last_timestamp
+        bucket = track.bucket
+        bucket_sum = track.bucket_sum
+        bucket_count = track.bucket_count
+        try:
+            for index, (timestamp, value) in enumerate(zip(timestamps, values, strict=True)):
+                if value is None or timestamp <= last:
+                    continue
+                if not (isfinite(value) and isfinite(timestamp)):
+                    raise ValueError(
+                        f"drift {signal} sample must be finite, got {value!r} at {timestamp!r}"
+                    )
+                last = timestamp
+                new_bucket = floor(timestamp / aggregate)
+                if new_bucket == bucket:
+                    bucket_sum += value
+                    bucket_count += 1
+                    continue
+                if bucket is not None:
+                    track.last_timestamp = last
+                    track.bucket = bucket
+                    event = self._close_bucket(track, bucket, bucket_sum / bucket_count, timestamp)
+                    if event is not None:
+                        events.append((index, event))
+                bucket = new_bucket
+                bucket_sum = value
+                bucket_count = 1
+        finally:
+            track.last_timestamp = last
+            track.bucket = bucket
+            track.bucket_sum = bucket_sum
+            track.bucket_count = bucket_count
+        return events
 
     def _close_bucket(
         self, track: _SignalTrack, bucket: int, mean: float, now: float

@@ -41,7 +41,14 @@ from typing import Final
 from pipeline.core.profiles import Profile
 from pipeline.core.quantity import format_cpu, format_memory
 from pipeline.core.sizing import DEFAULT_PRICES, CurrentResources, Prices, recommend
-from pipeline.core.window import RESOURCE_FIELDS, ContainerWindow, JvmSampleInput, SampleInput
+from pipeline.core.window import (
+    RESOURCE_FIELDS,
+    ContainerWindow,
+    JvmSampleInput,
+    SampleInput,
+    SampleRun,
+    fresh_indices,
+)
 
 MEMORY_AT_RISK_SHARE: Final = 0.9
 """A working-set peak at this share of the memory limit in force or above puts memory at
@@ -242,6 +249,7 @@ class ContainerEngine:
         "container",
         "evaluate_on_ticks",
         "failures",
+        "node_fit",
         "node_pool",
         "prices",
         "profile",
@@ -274,6 +282,9 @@ class ContainerEngine:
         """Replicas the cost delta is multiplied by (the spec's; 1 when unknown)."""
         self.node_pool: str | None = None
         """The node pool whose prices :attr:`prices` are (for the evidence; None: default)."""
+        self.node_fit: tuple[tuple[float, int], ...] = ()
+        """Allocatable (cores, bytes) of the nodes the pod could land on; recommendations
+        never exceed what one of them offers (empty: unknown, no cap)."""
         self.proposals: list[Decision] = []
         """Proposals made on ticks since :meth:`take_proposals` last emptied the list."""
         self.failures: list[Exception] = []
@@ -296,14 +307,63 @@ class ContainerEngine:
         if self.evaluate_on_ticks:
             tick = self.profile.evaluation_interval_seconds
             if last is None or math.floor(sample.timestamp / tick) > math.floor(last / tick):
-                try:
-                    decision = self.evaluate(sample.timestamp, self.spec)
-                except Exception as exc:  # handed to the shell; the sample is kept
-                    self.failures.append(exc)
-                else:
-                    if decision.propose:
-                        self.proposals.append(decision)
+                self._evaluate_on_tick(sample.timestamp)
         return True
+
+    def apply_run(self, run: SampleRun, *, limits_in_force: bool = False) -> list[int]:
+        """Fold a run of samples in, exactly as :meth:`apply` on each in order would
+        (evaluations on the same ticks included); the indices of the samples applied.
+
+        ``limits_in_force``: the container has no spec, so what is in force is what its
+        cgroup reports (:meth:`CurrentResources.from_limits`): each evaluation takes the
+        limits of the sample it runs at, and the run leaves :attr:`spec` at its last
+        sample's, as a caller setting :attr:`spec` before each :meth:`apply` would.
+        """
+        window = self.window
+        fresh = fresh_indices(run.timestamps, window.last_timestamp)
+        if fresh:
+            applied = run if len(fresh) == len(run) else run.select(fresh)
+            if not self.evaluate_on_ticks:
+                window.apply_fresh_run(applied)
+            else:
+                self._apply_ticking(applied, limits_in_force=limits_in_force)
+        if limits_in_force and len(run):
+            self.spec = self._limits_spec(run, len(run) - 1)
+        return fresh
+
+    def _apply_ticking(self, run: SampleRun, *, limits_in_force: bool) -> None:
+        tick = self.profile.evaluation_interval_seconds
+        floor = math.floor
+        last = self.window.last_timestamp
+        last_tick = None if last is None else floor(last / tick)
+        start = 0
+        for index, timestamp in enumerate(run.timestamps):
+            this_tick = floor(timestamp / tick)
+            if last_tick is None or this_tick > last_tick:
+                self.window.apply_fresh_run(run.slice(start, index + 1))
+                start = index + 1
+                if limits_in_force:
+                    self.spec = self._limits_spec(run, index)
+                self._evaluate_on_tick(timestamp)
+            last_tick = this_tick
+        if start < len(run):
+            self.window.apply_fresh_run(run.slice(start, len(run)))
+
+    def _limits_spec(self, run: SampleRun, index: int) -> CurrentResources:
+        return CurrentResources.from_limits(
+            run.cpu_limit_cores[index],
+            run.memory_limit_bytes[index],
+            jvm_max_heap_bytes=self.spec.jvm_max_heap_bytes,
+        )
+
+    def _evaluate_on_tick(self, now: float) -> None:
+        try:
+            decision = self.evaluate(now, self.spec)
+        except Exception as exc:  # handed to the shell; the sample is kept
+            self.failures.append(exc)
+        else:
+            if decision.propose:
+                self.proposals.append(decision)
 
     def take_proposals(self) -> list[Decision]:
         """The proposals made since the last call (oldest first), emptying the list."""
@@ -348,6 +408,7 @@ class ContainerEngine:
             prices=self.prices,
             replicas=self.replicas,
             node_pool=self.node_pool,
+            node_fit=self.node_fit,
         )
         propose, reason = decide(
             recommendation, window=self.window, profile=self.profile, current=current, now=now
