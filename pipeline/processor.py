@@ -16,7 +16,7 @@ window's last-applied timestamp, which makes replay idempotent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from pipeline.core.window import (
     HpaTargetState,
     JvmSampleInput,
     SampleInput,
+    SampleRun,
 )
 from pipeline.errors import CollectorError, ConfigError, InvalidMessageError
 from pipeline.metrics import WorkerMetrics, drift_event_counts
@@ -46,7 +47,8 @@ from schemas.models import (
     RecommendationSet,
     WorkloadSpec,
 )
-from schemas.validate import decode, decode_container_batch, make_deadletter, validate_dict
+from schemas.validate import decode, make_deadletter, validate_dict
+from schemas.wire import WireContainerBatch, WireContainerSample, decode_container_batch_fast
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +114,8 @@ class Processor:
         """
         value = value if value is not None else b""
         try:
-            batch = decode_container_batch(value)
+            batch = decode_container_batch_fast(value)
             _check_key(key, batch.workload)
-            inputs = [_sample_input(sample) for sample in batch.samples]
         except InvalidMessageError as exc:
             return self._dead_letter(
                 exc,
@@ -124,7 +125,7 @@ class Processor:
                 partition=partition,
                 offset=offset,
             )
-        self._apply_batch(batch, inputs, partition)
+        self._apply_batch(batch, partition)
         return None
 
     def handle_jvm(
@@ -203,6 +204,7 @@ class Processor:
                     "jvm_max_heap_bytes": None,
                 },
                 timestamp=spec.timestamp,
+                node_fit=_node_fit(spec),
             )
             tracked.window.spec = state
             self._apply_spec(tracked)
@@ -210,11 +212,13 @@ class Processor:
         return None
 
     def _apply_spec(self, tracked: _Tracked) -> None:
-        """Make the engine follow its window's spec: profile, resources in force, replicas."""
+        """Make the engine follow its window's spec: profile, resources in force, replicas,
+        and the nodes it must fit (all kept in the window, so a restart keeps them)."""
         state = tracked.window.spec
         if state is None:
             return
         engine = tracked.engine
+        engine.node_fit = state.node_fit
         if self.profile_for is not None:
             try:
                 engine.profile = self.profile_for(tracked.workload, state.profile)
@@ -257,23 +261,31 @@ class Processor:
         )
 
     def _apply_batch(
-        self, batch: ContainerSampleBatch, inputs: list[SampleInput], partition: int
+        self, batch: ContainerSampleBatch | WireContainerBatch, partition: int
     ) -> None:
-        """Apply a batch whose samples were all checked first (no partial batches)."""
+        """Apply a validated batch, one run per container (the contract's bounds are
+        stricter than the window's, so no sample can fail and no batch is partial)."""
         self.metrics.batches_processed.inc()
-        for sample, sample_input in zip(batch.samples, inputs, strict=True):
-            tracked = self._get(batch.workload, sample.container, partition)
-            if tracked.window.spec is None:
-                tracked.engine.spec = _current_from(sample, tracked.engine.spec)
-            if tracked.engine.apply(sample_input):
-                self.metrics.samples_processed.inc()
-                tracked.last_sample = sample_input  # metrics (issue 7)
-                self._dirty.add(_container_key(batch.workload, sample.container))
-            else:
-                self.metrics.samples_replayed.inc()
-        self._collect_proposals(
-            {_container_key(batch.workload, s.container) for s in batch.samples}
-        )
+        by_container: dict[str, list[ContainerSample | WireContainerSample]] = {}
+        for sample in batch.samples:
+            by_container.setdefault(sample.container, []).append(sample)
+        applied = 0
+        keys = set()
+        for container, samples in by_container.items():
+            tracked = self._get(batch.workload, container, partition)
+            run = _sample_run(samples)
+            fresh = tracked.engine.apply_run(run, limits_in_force=tracked.window.spec is None)
+            key = _container_key(batch.workload, container)
+            keys.add(key)
+            if fresh:
+                applied += len(fresh)
+                tracked.last_sample = run.sample(fresh[-1])  # metrics (issue 7)
+                self._dirty.add(key)
+        if applied:
+            self.metrics.samples_processed.inc(applied)
+        if applied < len(batch.samples):
+            self.metrics.samples_replayed.inc(len(batch.samples) - applied)
+        self._collect_proposals(keys)
 
     def _get(self, workload: str, container: str, partition: int) -> _Tracked:
         key = _container_key(workload, container)
@@ -432,6 +444,7 @@ class Processor:
             prices=engine.prices,
             replicas=engine.replicas,
             node_pool=engine.node_pool,
+            node_fit=engine.node_fit,
         )
         return None if proposal is None else validate_dict(Recommendation, proposal)
 
@@ -513,19 +526,17 @@ def _sample_input(sample: ContainerSample) -> SampleInput:
     )
 
 
-def _current_from(sample: ContainerSample, previous: CurrentResources) -> CurrentResources:
-    """What is in force for a bare cgroup: its observed limits.
-
-    A cgroup has no requests; as Kubernetes does for a container that sets only a
-    limit, the request is taken to equal the limit. Workload specs from the
-    inventory (a later stage) will supply the declared requests.
-    """
-    return CurrentResources(
-        cpu_request_cores=sample.cpu_limit_cores,
-        cpu_limit_cores=sample.cpu_limit_cores,
-        memory_request_bytes=sample.memory_limit_bytes,
-        memory_limit_bytes=sample.memory_limit_bytes,
-        jvm_max_heap_bytes=previous.jvm_max_heap_bytes,
+def _sample_run(samples: Sequence[ContainerSample | WireContainerSample]) -> SampleRun:
+    """One container's samples of a batch by column, as the contract validated them."""
+    return SampleRun(
+        timestamps=[s.timestamp for s in samples],
+        intervals=[s.interval_seconds for s in samples],
+        cpu_cores=[s.cpu_usage_cores for s in samples],
+        memory_working_set_bytes=[s.memory_working_set_bytes for s in samples],
+        cpu_throttled_ratios=[s.cpu_throttled_ratio for s in samples],
+        oom_kills=[s.oom_kills for s in samples],
+        cpu_limit_cores=[s.cpu_limit_cores for s in samples],
+        memory_limit_bytes=[s.memory_limit_bytes for s in samples],
     )
 
 
@@ -566,3 +577,13 @@ def _node_pool(spec: WorkloadSpec) -> str | None:
     if facts is None or len(facts.node_pools) != 1:
         return None
     return facts.node_pools[0]
+
+
+def _node_fit(spec: WorkloadSpec) -> tuple[tuple[float, int], ...]:
+    """Allocatable (cores, bytes) of the nodes the workload's pods could land on, from the
+    inventory's facts; empty (no cap) without facts or when they cannot be read."""
+    try:
+        facts = facts_from_spec(spec)
+    except CollectorError:
+        return ()
+    return () if facts is None else facts.node_fit

@@ -29,6 +29,16 @@ The math (balanced profile in brackets):
   limit proposed together, with a ready-to-paste ``JAVA_TOOL_OPTIONS`` value in
   ``jvm_options`` (``jvm-heap-with-limit``); a change crossing the JVM's ergonomics
   thresholds pins the collector / ActiveProcessorCount (``jvm-ergonomics-threshold``).
+- Node fit, last and above every other rule (a pod that fits no node stays Pending):
+  given the allocatable ``(cores, bytes)`` of the candidate nodes (``node_fit``, from the
+  inventory), the container's requests and limits must fit one of them. If none holds
+  them, the candidate with the least memory shortfall (then the least CPU shortfall) is
+  the one sized for: CPU request and limit are capped at its allocatable cores (rounded
+  down to a millicore), memory request and limit at its allocatable memory (rounded down
+  to a MiB), and a JVM's heap shrinks until heap + non-heap + margin fits the capped
+  limit (rule ``node-fit-capped``). Only this container is known here: the pod's other
+  containers and the node's DaemonSet pods are not subtracted, so fitting is necessary,
+  not sufficient.
 
 Risk: ``high`` if any OOM kill was seen or a memory value drops by more than 50%;
 ``medium`` if CPU throttling ever exceeded 10% of periods or any value drops by more than
@@ -39,6 +49,7 @@ share, where the sample share reaches 1 at twice ``min_samples``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +58,7 @@ from typing import Final, TypeVar
 from pipeline.core.cost import DEFAULT_PRICES, Prices
 from pipeline.core.hpa import hpa_aware_request, hpa_rule
 from pipeline.core.jvm import (
+    JavaToolOptions,
     NonHeapEstimate,
     check_ergonomics,
     decide_heap,
@@ -68,15 +80,19 @@ from pipeline.core.quantity import (
     round_up_cpu,
     round_up_memory,
 )
-from pipeline.core.window import ContainerWindow
+from pipeline.core.window import ContainerWindow, HeapSizing
 from schemas.hashing import recommendation_hash
 from schemas.models import Resources
 
-__all__ = ["DEFAULT_PRICES", "CurrentResources", "Prices", "recommend"]
+__all__ = ["DEFAULT_PRICES", "CurrentResources", "NodeFit", "Prices", "recommend"]
 
 SCHEMA_VERSION: Final = 1
 T = TypeVar("T", int, float)
 TIMES: Final = "\N{MULTIPLICATION SIGN}"
+
+NodeFit = tuple[tuple[float, int], ...]
+"""Allocatable ``(cpu_cores, memory_bytes)`` of the nodes a pod could land on (the
+inventory's ``node_fit`` fact); empty when unknown."""
 
 HIGH_RISK_MEMORY_DECREASE: Final = 0.5
 MEDIUM_RISK_DECREASE: Final = 0.3
@@ -100,6 +116,28 @@ class CurrentResources:
     memory_request_bytes: int | None = None
     memory_limit_bytes: int | None = None
     jvm_max_heap_bytes: int | None = None
+
+    @classmethod
+    def from_limits(
+        cls,
+        cpu_limit_cores: float | None,
+        memory_limit_bytes: int | None,
+        *,
+        jvm_max_heap_bytes: int | None = None,
+    ) -> CurrentResources:
+        """What is in force for a bare cgroup: its observed limits.
+
+        A cgroup has no requests; as Kubernetes does for a container that sets only a
+        limit, the request is taken to equal the limit. Workload specs from the
+        inventory supply the declared requests when there is one.
+        """
+        return cls(
+            cpu_request_cores=cpu_limit_cores,
+            cpu_limit_cores=cpu_limit_cores,
+            memory_request_bytes=memory_limit_bytes,
+            memory_limit_bytes=memory_limit_bytes,
+            jvm_max_heap_bytes=jvm_max_heap_bytes,
+        )
 
     def to_dict(self) -> dict[str, float | int | None]:
         """The ``resources`` object of the recommendation contract."""
@@ -131,6 +169,7 @@ def recommend(
     prices: Prices = DEFAULT_PRICES,
     replicas: int = 1,
     node_pool: str | None = None,
+    node_fit: NodeFit = (),
 ) -> dict[str, object] | None:
     """The ``recommendation`` object for one container, or None without enough data.
 
@@ -141,6 +180,12 @@ def recommend(
     the same hash and the PR sink opens no new PR for it. ``now`` is the clock (the
     OOM cool-down is measured against it). For a JVM, ``jvm_options`` carries the new
     ``JAVA_TOOL_OPTIONS`` value and ``evidence.jvm`` what the JVM rules rest on.
+
+    ``node_fit`` is the allocatable ``(cpu_cores, memory_bytes)`` of the nodes the pod
+    could be scheduled on (the inventory's Pareto front); empty means unknown and caps
+    nothing. Requests and limits never exceed what one of them offers (rule
+    ``node-fit-capped``). This container is checked alone: the window does not know the
+    pod's other containers, so their requests are not subtracted from the node.
     """
     peak = window.memory_peak_bytes()
     if window.sample_count < profile.min_samples or window.cpu.is_empty:
@@ -158,6 +203,7 @@ def recommend(
             prices=prices,
             replicas=replicas,
             node_pool=node_pool,
+            node_fit=node_fit,
         )
     rules: list[dict[str, str]] = []
     gc_overhead_p95 = None if jvm is None else jvm.gc_overhead_percentile(0.95)
@@ -221,13 +267,28 @@ def recommend(
         rules=rules,
     )
     _note_leak(window, profile, memory, rules)
+    memory_before_jvm = memory
+    sizing = heap_sizing_in_use(jvm, current.jvm_max_heap_bytes is not None)
+    settled = _settle(
+        profile,
+        _Settled(cpu_request, cpu_limit, memory, heap),
+        jvm_fit=(sizing, non_heap) if is_jvm else None,
+        node_fit=node_fit,
+        rules=rules,
+    )
+    cpu_request, cpu_limit, memory, heap = (
+        settled.cpu_request,
+        settled.cpu_limit,
+        settled.memory,
+        settled.heap,
+    )
+    ram_percentage = settled.ram_percentage
     if is_jvm:
         assert heap is not None
-        sizing = heap_sizing_in_use(jvm, current.jvm_max_heap_bytes is not None)
-        memory_before_jvm = memory
-        heap, memory, ram_percentage = _fit_heap_and_limit(profile, sizing, heap, memory, non_heap)
         margin = jvm_margin_bytes(profile, heap, non_heap.total_bytes)
-        rules.append(_jvm_limit_rule(heap, non_heap, margin, memory, memory_before_jvm))
+        rules.append(
+            _jvm_limit_rule(heap, non_heap, margin, memory, min(memory_before_jvm, memory))
+        )
         ergonomics = check_ergonomics(
             jvm,
             cpu_limit_before=current.cpu_limit_cores
@@ -248,34 +309,7 @@ def recommend(
             pin_processors=ergonomics.pin_processors,
         )
         jvm_options = options.to_dict()
-        heap_flag = (
-            max_heap_option(heap)
-            if ram_percentage is None
-            else f"-XX:MaxRAMPercentage={ram_percentage:.1f} of the {format_memory(memory)} "
-            f"limit = a {_mebibytes(heap)} heap"
-        )
-        with_limit = (
-            f"{heap_flag} with a {format_memory(memory)} limit"
-            if ram_percentage is None
-            else heap_flag
-        )
-        value_text = (
-            f'JAVA_TOOL_OPTIONS="{options.value}"'
-            if len(options.value) <= RULE_TEXT_MAX_OPTIONS_CHARS
-            else "the JAVA_TOOL_OPTIONS value is in jvm_options"
-        )
-        unknown = (
-            " (the JAVA_TOOL_OPTIONS in force is unknown: merge with it)"
-            if options.previous is None
-            else ""
-        )
-        jvm_rules_after_oom.append(
-            _rule(
-                "jvm-heap-with-limit",
-                f"Heap and limit change together, never one without the other: {with_limit}; "
-                f"{value_text}{unknown}.",
-            )
-        )
+        jvm_rules_after_oom.append(_jvm_heap_with_limit_rule(options, heap, memory, ram_percentage))
         if ergonomics.text is not None:
             jvm_rules_after_oom.append(_rule("jvm-ergonomics-threshold", ergonomics.text))
         jvm_evidence_object = jvm_evidence(
@@ -286,7 +320,7 @@ def recommend(
             margin_bytes=margin,
         )
     rules.extend(jvm_rules_after_oom)
-    memory_limit = _memory_limit(profile, memory, rules)
+    memory_limit = _memory_limit(profile, memory, rules, cap=settled.memory_limit_cap)
     recommended = CurrentResources(
         cpu_request_cores=cpu_request,
         cpu_limit_cores=cpu_limit,
@@ -312,15 +346,27 @@ def recommend(
     )
 
 
-def _memory_limit(profile: Profile, memory: int, rules: list[dict[str, str]]) -> int:
-    """The memory limit from the final memory value, by the profile's limit policy."""
+def _memory_limit_wanted(profile: Profile, memory: int) -> int:
+    """The memory limit the profile's policy asks for with this memory request."""
     if profile.memory_limit_policy == "ratio":
-        limit = round_up_memory(memory * profile.memory_limit_ratio)
+        return round_up_memory(memory * profile.memory_limit_ratio)
+    return memory
+
+
+def _memory_limit(
+    profile: Profile, memory: int, rules: list[dict[str, str]], *, cap: int | None = None
+) -> int:
+    """The memory limit from the final memory value, by the profile's limit policy, at
+    most ``cap`` (the allocatable memory of the node sized for; never below ``memory``)."""
+    if profile.memory_limit_policy == "ratio":
+        wanted = _memory_limit_wanted(profile, memory)
+        limit = wanted if cap is None else max(memory, min(wanted, cap))
+        capped = f", capped at {format_memory(limit)} to fit the node" if limit < wanted else ""
         rules.append(
             _rule(
                 "memory-limit-ratio",
                 f"Memory limit = {profile.memory_limit_ratio:g} {TIMES} the request "
-                f"{format_memory(memory)} = {format_memory(limit)} (policy ratio).",
+                f"{format_memory(memory)} = {format_memory(wanted)} (policy ratio){capped}.",
             )
         )
         return limit
@@ -345,10 +391,26 @@ def _recommend_cpu_only(
     prices: Prices,
     replicas: int = 1,
     node_pool: str | None = None,
+    node_fit: NodeFit = (),
 ) -> dict[str, object]:
-    """A recommendation from CPU alone: memory stays as it is (no working set was seen)."""
+    """A recommendation from CPU alone: memory stays as it is (no working set was seen).
+
+    Node fit caps only the CPU here, choosing the node by the memory in force.
+    """
     rules: list[dict[str, str]] = []
     cpu_request, cpu_limit = _size_cpu(window, profile, current, None, rules)
+    memory_in_force = max(
+        (v for v in (current.memory_request_bytes, current.memory_limit_bytes) if v is not None),
+        default=0,
+    )
+    node = _node_to_fit(
+        node_fit, cpu_needed=max(cpu_request, cpu_limit or 0.0), memory_needed=memory_in_force
+    )
+    if node is not None:
+        capped = _NodeFitChanges(node)
+        cpu_request, cpu_limit = capped.cap_cpu(cpu_request, cpu_limit)
+        if capped.changes:
+            rules.append(capped.rule())
     rules.append(
         _rule(
             "memory-no-data",
@@ -526,6 +588,184 @@ def _cap_cpu_at_max(
         )
     )
     return highest
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """The values sizing settles on, before and after :func:`_settle`."""
+
+    cpu_request: float
+    cpu_limit: float | None
+    memory: int
+    heap: int | None
+    ram_percentage: float | None = None
+    memory_limit_cap: int | None = None
+
+
+def _settle(
+    profile: Profile,
+    wanted: _Settled,
+    *,
+    jvm_fit: tuple[HeapSizing, NonHeapEstimate] | None,
+    node_fit: NodeFit,
+    rules: list[dict[str, str]],
+) -> _Settled:
+    """Fit a JVM's heap and limit together (``jvm_fit``: how it sizes its heap and its
+    non-heap estimate), then cap everything to a candidate node (``node-fit-capped``)."""
+    memory, heap, ram_percentage = wanted.memory, wanted.heap, None
+    if jvm_fit is not None:
+        assert heap is not None
+        heap, memory, ram_percentage = _fit_heap_and_limit(
+            profile, jvm_fit[0], heap, memory, jvm_fit[1]
+        )
+    node = _node_to_fit(
+        node_fit,
+        cpu_needed=max(wanted.cpu_request, wanted.cpu_limit or 0.0),
+        memory_needed=_memory_limit_wanted(profile, memory),
+    )
+    if node is None:
+        return dataclasses.replace(wanted, memory=memory, heap=heap, ram_percentage=ram_percentage)
+    capped = _NodeFitChanges(node)
+    cpu_request, cpu_limit = capped.cap_cpu(wanted.cpu_request, wanted.cpu_limit)
+    memory_wanted = memory
+    if memory > node.memory_bytes and jvm_fit is not None:
+        assert heap is not None
+        heap_wanted = heap
+        heap, memory, ram_percentage = _fit_jvm_into(
+            profile, jvm_fit[0], heap, node.memory_bytes, jvm_fit[1]
+        )
+        capped.note("JVM max heap", heap_wanted, heap, format_memory)
+    memory = min(memory, node.memory_bytes)
+    equal = profile.memory_limit_policy == "equal-request"
+    capped.note(
+        "memory request and limit" if equal else "memory request",
+        memory_wanted,
+        memory,
+        format_memory,
+    )
+    if not equal:
+        limit_wanted = _memory_limit_wanted(profile, memory)
+        capped.note(
+            "memory limit", limit_wanted, min(limit_wanted, node.memory_bytes), format_memory
+        )
+    if capped.changes:
+        rules.append(capped.rule())
+    return _Settled(cpu_request, cpu_limit, memory, heap, ram_percentage, node.memory_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeSize:
+    """The node a recommendation is sized to fit: its allocatable as the inventory saw
+    it, and the caps derived from it (rounded down to a millicore and a MiB, so a
+    capped value is never above the allocatable)."""
+
+    allocatable_cpu_cores: float
+    allocatable_memory_bytes: int
+    cpu_cores: float
+    memory_bytes: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.allocatable_cpu_cores:g} cores and "
+            f"{_mebibytes(self.allocatable_memory_bytes)} allocatable"
+        )
+
+
+def _node_to_fit(node_fit: NodeFit, *, cpu_needed: float, memory_needed: int) -> _NodeSize | None:
+    """The candidate node to size for, or None when nothing needs capping.
+
+    None when ``node_fit`` is empty (unknown) or some candidate already holds
+    ``cpu_needed`` cores and ``memory_needed`` bytes (the larger of request and limit).
+    Otherwise the candidate with the least memory shortfall, then the least CPU
+    shortfall: memory cut below the working set is an OOM kill, a CPU cut only throttles.
+    """
+    if not node_fit:
+        return None
+    if any(cpu_needed <= cpu and memory_needed <= memory for cpu, memory in node_fit):
+        return None
+    cpu, memory = min(
+        node_fit,
+        key=lambda node: (
+            max(0, memory_needed - node[1]),
+            max(0.0, cpu_needed - node[0]),
+            -node[0],
+            -node[1],
+        ),
+    )
+    return _NodeSize(
+        allocatable_cpu_cores=cpu,
+        allocatable_memory_bytes=memory,
+        cpu_cores=max(0.001, math.floor(round(cpu * 1000, 6)) / 1000),
+        memory_bytes=max(MIB, memory // MIB * MIB),
+    )
+
+
+class _NodeFitChanges:
+    """Collects what the node-fit cap changed, for one ``node-fit-capped`` sentence."""
+
+    __slots__ = ("changes", "node")
+
+    def __init__(self, node: _NodeSize) -> None:
+        self.node = node
+        self.changes: list[str] = []
+
+    def note(self, what: str, before: T, after: T, fmt: Callable[[T], str]) -> None:
+        if after < before:
+            self.changes.append(f"{what} {fmt(before)} → {fmt(after)}")
+
+    def cap_cpu(self, request: float, limit: float | None) -> tuple[float, float | None]:
+        """Request and limit at most the node's cores (limit ≥ request still holds)."""
+        cap = self.node.cpu_cores
+        capped_request = min(request, cap)
+        capped_limit = None if limit is None else min(limit, cap)
+        if limit is not None and capped_limit is not None and limit == request:
+            self.note("CPU request and limit", request, capped_request, format_cpu)
+        else:
+            self.note("CPU request", request, capped_request, format_cpu)
+            if limit is not None and capped_limit is not None:
+                self.note("CPU limit", limit, capped_limit, format_cpu)
+        return capped_request, capped_limit
+
+    def rule(self) -> dict[str, str]:
+        return _rule(
+            "node-fit-capped",
+            f"Capped to fit the largest candidate node ({self.node.describe()}); a pod "
+            f"that fits no node stays Pending: {', '.join(self.changes)}. The pod's other "
+            "containers and DaemonSet pods are not subtracted from the node.",
+        )
+
+
+def _fit_jvm_into(
+    profile: Profile, sizing: HeapSizing, heap: int, memory_cap: int, non_heap: NonHeapEstimate
+) -> tuple[int, int, float | None]:
+    """Heap, memory and MaxRAMPercentage for a JVM whose memory is capped at ``memory_cap``.
+
+    The largest heap (in whole MiB, at most ``heap``) whose heap + non-heap + margin,
+    sized exactly as :func:`_fit_heap_and_limit` sizes it, fits the cap; the memory is
+    then the cap. If not even a 1 MiB heap fits beside the non-heap estimate, the heap is
+    1 MiB and the memory still the cap: the node cannot hold this JVM as measured.
+    """
+
+    def fits(candidate: int) -> bool:
+        if jvm_memory_needed_bytes(profile, candidate, non_heap) > memory_cap:
+            return False
+        return _fit_heap_and_limit(profile, sizing, candidate, memory_cap, non_heap)[1] <= (
+            memory_cap
+        )
+
+    if fits(heap):
+        return _fit_heap_and_limit(profile, sizing, heap, memory_cap, non_heap)
+    low, high = 0, heap // MIB  # fits(low * MIB) is assumed, fits(high * MIB) is false
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle * MIB):
+            low = middle
+        else:
+            high = middle
+    if low == 0:
+        percentage = None if sizing == "xmx" else ram_percentage_for(MIB, memory_cap)[0]
+        return MIB, memory_cap, percentage
+    return _fit_heap_and_limit(profile, sizing, low * MIB, memory_cap, non_heap)
 
 
 def _duration_text(seconds: float) -> str:
@@ -800,6 +1040,35 @@ def _fit_heap_and_limit(
             return effective_heap, memory, percentage
         memory = needed
     raise AssertionError("heap percentage and memory limit did not converge")  # pragma: no cover
+
+
+def _jvm_heap_with_limit_rule(
+    options: JavaToolOptions, heap: int, memory: int, ram_percentage: float | None
+) -> dict[str, str]:
+    heap_flag = (
+        max_heap_option(heap)
+        if ram_percentage is None
+        else f"-XX:MaxRAMPercentage={ram_percentage:.1f} of the {format_memory(memory)} "
+        f"limit = a {_mebibytes(heap)} heap"
+    )
+    with_limit = (
+        f"{heap_flag} with a {format_memory(memory)} limit" if ram_percentage is None else heap_flag
+    )
+    value_text = (
+        f'JAVA_TOOL_OPTIONS="{options.value}"'
+        if len(options.value) <= RULE_TEXT_MAX_OPTIONS_CHARS
+        else "the JAVA_TOOL_OPTIONS value is in jvm_options"
+    )
+    unknown = (
+        " (the JAVA_TOOL_OPTIONS in force is unknown: merge with it)"
+        if options.previous is None
+        else ""
+    )
+    return _rule(
+        "jvm-heap-with-limit",
+        f"Heap and limit change together, never one without the other: {with_limit}; "
+        f"{value_text}{unknown}.",
+    )
 
 
 def _jvm_limit_rule(
