@@ -184,6 +184,9 @@ def agent(
     replay_speedup: Annotated[
         str | None, typer.Option("--speedup", help=_help("replay_speedup"))
     ] = None,
+    replay_pack_samples: Annotated[
+        int | None, typer.Option("--pack", help=_help("replay_pack_samples"))
+    ] = None,
     replay_linger: Annotated[
         bool | None, typer.Option("--linger/--no-linger", help=_help("replay_linger"))
     ] = None,
@@ -233,6 +236,7 @@ def agent(
         kubelet_insecure_skip_tls_verify=kubelet_insecure_skip_tls_verify,
         trace_file=trace_file,
         replay_speedup=replay_speedup,
+        replay_pack_samples=replay_pack_samples,
         replay_linger=replay_linger,
         jvm_gc_logs=jvm_gc_logs or None,
         micrometer_endpoints=micrometer_endpoints or None,

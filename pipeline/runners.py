@@ -520,6 +520,7 @@ async def _replay(
             progress=show,
             agent=agent,
             sequence=sequence,
+            pack_samples=settings.replay_pack_samples,
         )
     log.info(
         "replayed %d batches (%d samples, %d rejected; JVM: %d batches, %d samples, "

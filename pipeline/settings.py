@@ -218,6 +218,15 @@ class Settings(BaseSettings):
         "'max' to send as fast as the broker takes them (no pacing); samples keep their "
         "original timestamps.",
     )
+    replay_pack_samples: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Agent (replay, with --speedup max): catch up like a backfill, with one "
+        "batch per workload holding its consecutive instants, up to this many samples "
+        "(1 ... 1000), instead of one batch per workload per instant; far fewer messages "
+        "for the worker to consume (docs/benchmarks.md). Unset: one batch per instant.",
+    )
     replay_linger: bool = Field(
         default=False,
         description="Agent (replay): when the trace has been sent, keep running and serving "
