@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Final, Protocol, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from schemas.models import ContainerSample, ContainerSampleBatch
+from schemas.models import MAX_SAMPLES_PER_BATCH, ContainerSample, ContainerSampleBatch
 from schemas.validate import encode
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -286,10 +286,13 @@ def agent_batches(
     start: float = 1_750_000_000.0,
     seed: int = 8,
     first_workload: int = 0,
+    scrapes_per_batch: int = 1,
 ) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` records as the cgroup agent publishes them, in scrape order.
 
-    One ``container-sample-batch`` per workload per scrape (key = workload id), every
+    One ``container-sample-batch`` per workload per scrape (key = workload id), or with
+    ``scrapes_per_batch`` > 1 per that many consecutive scrapes (how a catching-up agent
+    packs them: ``daytwo agent --source replay --speedup max --pack N``), every
     sample with the fields a cgroup v2 agent fills (usage, periods and throttling,
     memory breakdown, OOM kills, limits), values from a seeded RNG around a per-container
     level, so windows, histograms and drift detectors see realistic noise. Workloads are
@@ -301,12 +304,15 @@ def agent_batches(
         [(rng.uniform(0.05, 1.5), rng.uniform(64, 1500) * MIB) for _ in names]
         for _ in range(workloads)
     ]
+    if scrapes_per_batch < 1 or scrapes_per_batch * containers_per_workload > MAX_SAMPLES_PER_BATCH:
+        raise ValueError(f"a batch must hold 1 ... {MAX_SAMPLES_PER_BATCH} samples")
+    pending: dict[str, list[ContainerSample]] = {}
     records: list[tuple[bytes, bytes]] = []
     for scrape in range(scrapes):
         timestamp = start + scrape * interval_seconds
         for index in range(workloads):
             workload = workload_id(first_workload + index)
-            samples = []
+            samples = pending.setdefault(workload, [])
             for name, (cpu_level, memory_level) in zip(names, levels[index], strict=True):
                 cpu = max(0.0, cpu_level * rng.uniform(0.7, 1.3))
                 periods = int(interval_seconds * 10)
@@ -331,12 +337,14 @@ def agent_batches(
                         memory_limit_bytes=2 * GIB,
                     )
                 )
+            if (scrape + 1) % scrapes_per_batch and scrape + 1 < scrapes:
+                continue
             batch = ContainerSampleBatch(
                 source="cgroup",
                 agent="bench-agent",
                 workload=workload,
                 timestamp=timestamp,
-                samples=tuple(samples),
+                samples=tuple(pending.pop(workload)),
             )
             records.append((workload.encode(), encode(batch)))
     return records

@@ -23,11 +23,12 @@ PY_SPY: Final = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-s
 #: (label, function name, file suffix) of the stages whose inclusive time is reported.
 STAGES: Final[tuple[tuple[str, str, str], ...]] = (
     ("Processor.handle (all per-record work)", "handle", "pipeline/processor.py"),
-    ("  decode + validate (pydantic)", "decode_container_batch", "schemas/validate.py"),
-    ("  SampleInput construction", "_sample_input", "pipeline/processor.py"),
-    ("  ContainerEngine.apply", "apply", "pipeline/core/engine.py"),
-    ("    ContainerWindow.apply", "apply", "pipeline/core/window.py"),
-    ("      DriftTracker.update", "update", "pipeline/core/drift.py"),
+    ("  decode + validate (msgspec)", "decode_container_batch_fast", "schemas/wire.py"),
+    ("  columns per container (SampleRun)", "_sample_run", "pipeline/processor.py"),
+    ("  ContainerEngine.apply_run", "apply_run", "pipeline/core/engine.py"),
+    ("    ContainerWindow.apply_fresh_run", "apply_fresh_run", "pipeline/core/window.py"),
+    ("      DriftTracker.update_run", "update_run", "pipeline/core/drift.py"),
+    ("      DecayingHistogram.add_run", "add_run", "pipeline/core/histogram.py"),
     ("    ContainerEngine.evaluate (sizing on ticks)", "evaluate", "pipeline/core/engine.py"),
     ("  metrics counters (prometheus_client)", "inc", "prometheus_client/metrics.py"),
     ("Processor.checkpoint", "checkpoint", "pipeline/processor.py"),

@@ -60,14 +60,15 @@ from pipeline.core.drift import DriftConfig, DriftTracker
 from pipeline.core.engine import ContainerEngine
 from pipeline.core.profiles import BALANCED
 from pipeline.core.sizing import CurrentResources
-from pipeline.core.window import ContainerWindow, SampleInput
+from pipeline.core.window import ContainerWindow, SampleRun
 from pipeline.launch import Child, start_child
 from pipeline.metrics import WorkerMetrics
-from pipeline.processor import Processor, _sample_input
+from pipeline.processor import Processor, _sample_run
 from pipeline.settings import Settings
 from pipeline.topics import topic_names
-from schemas.models import ContainerSampleBatch
+from schemas.models import ContainerSample, ContainerSampleBatch
 from schemas.validate import decode_container_batch
+from schemas.wire import decode_container_batch_fast
 from tests.worker_helpers import MemoryStore, free_port, metric_sum, produce_async, scrape_metrics
 
 TARGET_SAMPLES_PER_SECOND: Final = 250_000
@@ -88,9 +89,13 @@ class ThroughputConfig:
     end_to_end: bool = True
     profile: bool = True
     timeout_seconds: float = 240.0
-    wide_containers_per_workload: int | None = 10
-    """An extra end-to-end run with the same samples in fewer, wider batches (this many
-    containers per workload), to separate per-message from per-sample cost."""
+    scrapes_per_batch: int = 120
+    """Consecutive scrapes each batch holds: the catch-up shape a replay (``--pack``) or a
+    backfill publishes, which is where a worker needs its speed (a live fleet of 100,000
+    containers scraped every 10 s sends only 10,000 samples/s)."""
+    live_scrapes: int | None = 60
+    """An extra end-to-end run in the live shape (one batch per workload per scrape) over
+    this many scrapes, to show the per-message cost."""
 
     @property
     def samples(self) -> int:
@@ -99,9 +104,14 @@ class ThroughputConfig:
 
 
 QUICK: Final = ThroughputConfig(
-    workloads=20, containers_per_workload=2, scrapes=15, runs=1, wide_containers_per_workload=None
+    workloads=20,
+    containers_per_workload=2,
+    scrapes=30,
+    runs=1,
+    scrapes_per_batch=10,
+    live_scrapes=None,
 )
-FULL: Final = ThroughputConfig(workloads=1000, containers_per_workload=2, scrapes=60, runs=3)
+FULL: Final = ThroughputConfig(workloads=1000, containers_per_workload=2, scrapes=360, runs=3)
 
 
 def new_processor(store: MemoryStore | None = None) -> Processor:
@@ -148,14 +158,18 @@ def _timed(action: Callable[[], object], runs: int) -> list[float]:
     return times
 
 
-def _keyed_inputs(
-    batches: Sequence[ContainerSampleBatch],
-) -> list[tuple[str, str, SampleInput]]:
-    return [
-        (batch.workload, sample.container, _sample_input(sample))
-        for batch in batches
-        for sample in batch.samples
-    ]
+def _keyed_runs(batches: Sequence[ContainerSampleBatch]) -> list[tuple[str, str, SampleRun]]:
+    """Each batch's samples as one column run per container, as the processor cuts them."""
+    runs: list[tuple[str, str, SampleRun]] = []
+    for batch in batches:
+        by_container: dict[str, list[ContainerSample]] = {}
+        for sample in batch.samples:
+            by_container.setdefault(sample.container, []).append(sample)
+        runs.extend(
+            (batch.workload, container, _sample_run(samples))
+            for container, samples in by_container.items()
+        )
+    return runs
 
 
 def measure_stages(records: Sequence[tuple[bytes, bytes]], runs: int) -> list[StageResult]:
@@ -163,54 +177,61 @@ def measure_stages(records: Sequence[tuple[bytes, bytes]], runs: int) -> list[St
     values = [value for _, value in records]
     batches = [decode_container_batch(value) for value in values]
     samples = sum(len(batch.samples) for batch in batches)
-    keyed = _keyed_inputs(batches)
+    keyed = _keyed_runs(batches)
     containers = {(w, c) for w, c, _ in keyed}
     results = [
         StageResult(
             "decode: orjson.loads", _timed(lambda: [orjson.loads(v) for v in values], runs), samples
         ),
         StageResult(
-            "decode + validate: pydantic strict fast path (decode_container_batch)",
+            "decode + validate: pydantic strict fast path (decode_container_batch; "
+            "no longer on the worker's path)",
             _timed(lambda: [decode_container_batch(v) for v in values], runs),
             samples,
         ),
         StageResult(
-            "SampleInput construction + checks (processor._sample_input)",
-            _timed(lambda: [_sample_input(s) for b in batches for s in b.samples], runs),
+            "decode + validate: msgspec (schemas/wire.py, the worker's path)",
+            _timed(lambda: [decode_container_batch_fast(v) for v in values], runs),
+            samples,
+        ),
+        StageResult(
+            "columns: one SampleRun per container and batch (processor._sample_run)",
+            _timed(lambda: _keyed_runs(batches), runs),
             samples,
         ),
     ]
 
     def windows() -> None:
         state: dict[tuple[str, str], ContainerWindow] = {}
-        for workload, container, sample in keyed:
+        for workload, container, run in keyed:
             window = state.get((workload, container))
             if window is None:
                 window = state[(workload, container)] = ContainerWindow.new(BALANCED)
-            window.apply(sample)
+            window.apply_run(run)
 
     results.append(
         StageResult(
-            "window update incl. drift (ContainerWindow.apply)", _timed(windows, runs), samples
+            "window update incl. drift (ContainerWindow.apply_run)", _timed(windows, runs), samples
         )
     )
 
     def drift() -> None:
         config = DriftConfig.from_sensitivity(BALANCED.drift_sensitivity)
         trackers: dict[tuple[str, str], DriftTracker] = {}
-        for workload, container, sample in keyed:
+        for workload, container, run in keyed:
             tracker = trackers.get((workload, container))
             if tracker is None:
                 tracker = trackers[(workload, container)] = DriftTracker.new(config)
-            tracker.update("cpu", sample.timestamp, sample.cpu_usage_cores)
-            if sample.memory_working_set_bytes is not None:
-                tracker.update("memory", sample.timestamp, float(sample.memory_working_set_bytes))
-            if sample.cpu_throttled_ratio is not None:
-                tracker.update("throttling", sample.timestamp, sample.cpu_throttled_ratio)
+            memory = [None if m is None else float(m) for m in run.memory_working_set_bytes]
+            tracker.update_run("memory", run.timestamps, memory)
+            tracker.update_run("cpu", run.timestamps, run.cpu_cores)
+            tracker.update_run("throttling", run.timestamps, run.cpu_throttled_ratios)
 
     results.append(
         StageResult(
-            "  of which drift detectors alone (DriftTracker.update)", _timed(drift, runs), samples
+            "  of which drift detectors alone (DriftTracker.update_run)",
+            _timed(drift, runs),
+            samples,
         )
     )
 
@@ -218,7 +239,7 @@ def measure_stages(records: Sequence[tuple[bytes, bytes]], runs: int) -> list[St
 
     def engine_apply() -> None:
         engines.clear()
-        for workload, container, sample in keyed:
+        for workload, container, run in keyed:
             engine = engines.get((workload, container))
             if engine is None:
                 engine = engines[(workload, container)] = ContainerEngine(
@@ -230,17 +251,17 @@ def measure_stages(records: Sequence[tuple[bytes, bytes]], runs: int) -> list[St
                     memory_request_bytes=2**31,
                     memory_limit_bytes=2**31,
                 )
-            engine.apply(sample)
+            engine.apply_run(run)
 
     results.append(
         StageResult(
-            "engine apply: window + drift + sizing on evaluation ticks (ContainerEngine.apply)",
+            "engine apply: window + drift + sizing on evaluation ticks (ContainerEngine.apply_run)",
             _timed(engine_apply, runs),
             samples,
             note=f"ticks every {BALANCED.evaluation_interval_seconds:.0f} s of trace time",
         )
     )
-    last = max(s.timestamp for _, _, s in keyed)
+    last = max(run.timestamps[-1] for _, _, run in keyed)
     spec = CurrentResources(
         cpu_request_cores=2.0,
         cpu_limit_cores=2.0,
@@ -558,38 +579,38 @@ class ThroughputReport:
     end_to_end: list[EndToEndRun]
     worker_profile: ProfileSummary | str | None
     processor_profile: ProfileSummary | str | None
-    wide: EndToEndRun | None = None
+    live: EndToEndRun | None = None
 
 
 def run(config: ThroughputConfig) -> ThroughputReport:
     """Run the whole benchmark (stages, end to end, profiles)."""
-    echo(f"generating {config.samples:,} samples in {config.workloads * config.scrapes:,} batches")
     records = agent_batches(
         workloads=config.workloads,
         containers_per_workload=config.containers_per_workload,
         scrapes=config.scrapes,
+        scrapes_per_batch=config.scrapes_per_batch,
     )
+    echo(f"generated {config.samples:,} samples in {len(records):,} batches")
     echo("per-stage timings")
     stages = measure_stages(records, config.runs)
     processor_profile = profile_processor(records) if config.profile else None
     e2e: list[EndToEndRun] = []
     worker_profile: ProfileSummary | str | None = None
-    wide: EndToEndRun | None = None
+    live: EndToEndRun | None = None
     if config.end_to_end:
         with kafka() as broker, tempfile.TemporaryDirectory(prefix="daytwo-bench-") as tmp:
             for index in range(config.runs):
                 echo(f"end to end run {index + 1}/{config.runs}")
                 e2e.append(run_end_to_end(broker, records, config.samples, config, Path(tmp)))
-            if config.wide_containers_per_workload:
-                width = config.wide_containers_per_workload
-                echo(f"end to end run with {width} containers per batch")
-                wide_records = agent_batches(
-                    workloads=max(1, config.samples // (width * config.scrapes)),
-                    containers_per_workload=width,
-                    scrapes=config.scrapes,
+            if config.live_scrapes:
+                echo("end to end run in the live shape (one batch per workload per scrape)")
+                live_records = agent_batches(
+                    workloads=config.workloads,
+                    containers_per_workload=config.containers_per_workload,
+                    scrapes=config.live_scrapes,
                 )
-                wide_samples = sum(len(orjson.loads(v)["samples"]) for _, v in wide_records)
-                wide = run_end_to_end(broker, wide_records, wide_samples, config, Path(tmp))
+                live_samples = sum(len(orjson.loads(v)["samples"]) for _, v in live_records)
+                live = run_end_to_end(broker, live_records, live_samples, config, Path(tmp))
             if config.profile:
                 echo("end to end run under py-spy")
                 expected = e2e[0].wall_seconds if e2e else 5.0
@@ -604,7 +625,7 @@ def run(config: ThroughputConfig) -> ThroughputReport:
                 worker_profile = (
                     profiled.profile if py_spy_available() else "py-spy is not installed"
                 )
-    return ThroughputReport(config, stages, e2e, worker_profile, processor_profile, wide)
+    return ThroughputReport(config, stages, e2e, worker_profile, processor_profile, live)
 
 
 def _stage_rows(report: ThroughputReport) -> list[tuple[str, str, str, str]]:
@@ -648,13 +669,12 @@ def _e2e_rows(report: ThroughputReport) -> list[tuple[str, str]]:
         *(
             [
                 (
-                    f"same, {report.config.wide_containers_per_workload} containers per batch "
-                    f"({_fewer(report.config)}x fewer messages; 1 run): per core / per wall "
-                    "second",
-                    f"{report.wide.cpu_rate:,.0f} / {report.wide.wall_rate:,.0f}",
+                    f"live shape: one batch per workload per scrape ({report.live.samples:,} "
+                    "samples, 1 run): per core / per wall second",
+                    f"{report.live.cpu_rate:,.0f} / {report.live.wall_rate:,.0f}",
                 )
             ]
-            if report.wide is not None
+            if report.live is not None
             else []
         ),
         (
@@ -664,11 +684,6 @@ def _e2e_rows(report: ThroughputReport) -> list[tuple[str, str]]:
             else "met",
         ),
     ]
-
-
-def _fewer(config: ThroughputConfig) -> str:
-    wide = config.wide_containers_per_workload or config.containers_per_workload
-    return f"{wide / config.containers_per_workload:g}"
 
 
 def _profile_markdown(title: str, profile: ProfileSummary | str | None) -> str:
@@ -711,9 +726,12 @@ def render(report: ThroughputReport) -> str:
             print(f"profile {title}: {profile}")
     parts = [
         f"Input: {config.workloads:,} workloads x {config.containers_per_workload} containers x "
-        f"{config.scrapes} scrapes = {config.samples:,} samples in "
-        f"{config.workloads * config.scrapes:,} agent batches; {config.partitions} partitions, "
-        f"flush interval {config.flush_interval_seconds:g} s, profile balanced.",
+        f"{config.scrapes} scrapes (10 s apart) = {config.samples:,} samples, packed "
+        f"{config.scrapes_per_batch} scrapes per batch as a catching-up agent sends them "
+        f"({-(-config.scrapes // config.scrapes_per_batch) * config.workloads:,} batches of up "
+        f"to {config.scrapes_per_batch * config.containers_per_workload} samples); "
+        f"{config.partitions} partitions, flush interval {config.flush_interval_seconds:g} s, "
+        "profile balanced.",
     ]
     if e2e_rows:
         parts.append(
