@@ -74,7 +74,9 @@ class _Tracked:
     recommendation: Recommendation | None = None
     """What this container contributed to its workload's last published set."""
     # metrics (issue 7): inputs of the per-workload series and the drift counter
-    last_sample: SampleInput | None = None
+    last_run: tuple[SampleRun, int] | None = None
+    """The run and index of the newest sample applied (made a SampleInput only when the
+    metrics read it, at a checkpoint: once per flush, not once per batch)."""
     last_gc_overhead_ratio: float | None = None
     drift_seen: dict[str, int] = field(default_factory=dict)
 
@@ -279,7 +281,7 @@ class Processor:
             keys.add(key)
             if fresh:
                 applied += len(fresh)
-                tracked.last_sample = run.sample(fresh[-1])  # metrics (issue 7)
+                tracked.last_run = (run, fresh[-1])  # metrics (issue 7)
                 self._dirty.add(key)
         if applied:
             self.metrics.samples_processed.inc(applied)
@@ -339,7 +341,9 @@ class Processor:
                 self.metrics.checkpoints.inc()
                 self.metrics.observe_container(  # metrics (issue 7)
                     tracked.engine,
-                    last_sample=tracked.last_sample,
+                    last_sample=None
+                    if tracked.last_run is None
+                    else tracked.last_run[0].sample(tracked.last_run[1]),
                     jvm_gc_overhead_ratio=tracked.last_gc_overhead_ratio,
                     recommendation=tracked.recommendation,
                     drift_seen=tracked.drift_seen,

@@ -465,3 +465,23 @@ def test_adwin_rows_must_add_up_to_whole_buckets() -> None:
     rows.append([5.0])
     with pytest.raises(DriftStateError, match="malformed"):
         DriftTracker.from_state(state, DriftConfig())
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_update_run_refuses_non_finite_values_after_applying_what_came_before(
+    bad: float,
+) -> None:
+    """Like update(): the samples before the bad one are in, the bad one raises, and the
+    tracker equals one fed the good prefix sample by sample."""
+    timestamps = [60.0 * i for i in range(30)]
+    values: list[float | None] = [1.0] * 30
+    values[20] = bad
+    batched = DriftTracker.new(DriftConfig())
+    with pytest.raises(ValueError, match="finite"):
+        batched.update_run("cpu", timestamps, values)
+    one_by_one = DriftTracker.new(DriftConfig())
+    for timestamp in timestamps[:20]:
+        one_by_one.update("cpu", timestamp, 1.0)
+    assert batched.to_state() == one_by_one.to_state()
+    with pytest.raises(ValueError, match="finite"):
+        batched.update_run("cpu", [math.inf], [1.0])  # a non-finite time too

@@ -765,7 +765,6 @@ class DriftTracker:
                 f"unknown drift signal {signal!r}; expected one of {SIGNALS}"
             ) from None
         aggregate = self._config.aggregate_seconds
-        isfinite = math.isfinite
         floor = math.floor
         events: list[tuple[int, DriftEvent]] = []
         last = track.last_timestamp
@@ -776,7 +775,8 @@ class DriftTracker:
             for index, (timestamp, value) in enumerate(zip(timestamps, values, strict=True)):
                 if value is None or timestamp <= last:
                     continue
-                if not (isfinite(value) and isfinite(timestamp)):
+                # x - x is 0.0 exactly for finite x, NaN for NaN and ±inf (no call)
+                if not (value - value == 0.0 and timestamp - timestamp == 0.0):
                     raise ValueError(
                         f"drift {signal} sample must be finite, got {value!r} at {timestamp!r}"
                     )
