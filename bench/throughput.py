@@ -1,21 +1,23 @@
 """Throughput: container samples per second per worker core, end to end and per stage.
 
-End to end: agent-format batches (one ``container-sample-batch`` per workload per scrape,
-as ``agents/collector.py`` publishes them) are produced to the container-samples topic of
-the embedded broker (or ``$DAYTWO_KAFKA_BOOTSTRAP``) *before* a real ``daytwo worker``
-process starts, so the worker consumes a backlog as fast as it can. Its
-``daytwo_worker_samples_processed_total`` counter (the /metrics endpoint) and its CPU
-time (/proc) are polled; the rate is samples over wall time and over the worker's CPU
-seconds (= per core: the worker is one asyncio thread). Checkpoints (every flush
-interval: sizing of dirty containers, one changelog record per dirty container) run
-inside the measured span.
+End to end: agent-format batches are produced to the container-samples topic of the
+embedded broker (or ``$DAYTWO_KAFKA_BOOTSTRAP``) *before* a real ``daytwo worker``
+process starts, so the worker consumes a backlog as fast as it can. The headline input is
+the catch-up shape: each batch holds one workload's consecutive scrapes (what
+``daytwo agent --source replay --speedup max --pack N`` sends, and where a worker needs
+its speed); one extra run uses the live shape (one batch per workload per scrape). The
+worker's ``daytwo_worker_samples_processed_total`` counter (its /metrics endpoint, asked
+for that one family so the poll does not make it render every per-workload series) and
+its CPU time (/proc) are polled; the rate is samples over wall time and over the
+worker's CPU seconds (= per core: the worker is one asyncio thread). Checkpoints (every
+flush interval: one changelog record per dirty container) run inside the measured span.
 
-Per stage, in process, on the same records: decode (orjson), decode + validate (the
-pydantic fast path), SampleInput construction, window update (incl. drift), drift alone,
-engine apply with evaluation on ticks, one evaluation, checkpoint serialisation, and the
-whole :class:`~pipeline.processor.Processor` with an in-memory store (the ceiling without
-Faust and Kafka). A py-spy profile of the worker and a pyinstrument profile of the
-in-process processor say where the time goes.
+Per stage, in process, on the same records: decode (orjson), decode + validate (pydantic,
+and msgspec: the worker's path), the column runs, window update (incl. drift), drift
+alone, engine apply with evaluation on ticks, one evaluation, checkpoint serialisation,
+restore, and the whole :class:`~pipeline.processor.Processor` with an in-memory store
+(the ceiling without Faust and Kafka). A py-spy profile of the worker and a pyinstrument
+profile of the in-process processor say where the time goes.
 
 Run: ``.venv/bin/python -m bench.throughput [--quick]``.
 """
@@ -491,7 +493,7 @@ def _poll(
                 f"worker exited with {child.process.returncode}:\n{child.log_tail(40)}"
             )
         try:
-            done = metric_sum(scrape_metrics(port), SAMPLES_METRIC)
+            done = metric_sum(scrape_metrics(port, (SAMPLES_METRIC,)), SAMPLES_METRIC)
         except OSError:
             time.sleep(0.1)
             continue

@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -235,8 +236,13 @@ def samples_of(rec_set: RecommendationSet) -> dict[str, int]:
     return {r.container: r.evidence.samples for r in rec_set.recommendations}
 
 
-def scrape_metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+def scrape_metrics(port: int, names: Sequence[str] = ()) -> str:
+    """The /metrics page on ``port``; only the families ``names`` when given (prometheus
+    client's ``name[]`` filter: a poll that does not make the worker render every
+    per-workload series, ~130 ms of CPU with 2,000 containers)."""
+    query = urllib.parse.urlencode([("name[]", name) for name in names])
+    url = f"http://127.0.0.1:{port}/metrics" + (f"?{query}" if query else "")
+    with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode())
 
 
