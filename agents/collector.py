@@ -93,7 +93,15 @@ class OutgoingMessage:
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
+    """None: a tombstone (the key is gone from a compacted topic)."""
+
+    @property
+    def payload(self) -> bytes:
+        """The value of a message that is not a tombstone (ValueError on a tombstone)."""
+        if self.value is None:
+            raise ValueError(f"{self.topic} {self.key!r} is a tombstone: it has no payload")
+        return self.value
 
 
 class Collector(Protocol):
@@ -259,7 +267,7 @@ class BatchSequence:
         Messages of other topics pass unchanged and take no number; so does a value that
         is not a JSON object (the worker dead-letters it: it is no batch to count).
         """
-        if message.topic != CONTAINER_SAMPLES_TOPIC:
+        if message.topic != CONTAINER_SAMPLES_TOPIC or message.value is None:
             return message
         try:
             batch = orjson.loads(message.value)
@@ -281,7 +289,7 @@ def guard_message(
     publishing. Messages of other topics (node samples, workload specs) pass unchanged;
     ``None`` means nothing of the batch is left to publish.
     """
-    if message.topic not in SAMPLE_BATCH_TOPICS:
+    if message.topic not in SAMPLE_BATCH_TOPICS or message.value is None:
         return message
     batch = orjson.loads(message.value)
     admitted = guard.admit_batch(batch, now)

@@ -18,7 +18,8 @@ Layout (design rule: math apart from I/O):
 * **thin shell** — :class:`KubernetesInventory` lists and watches each kind with lightkube
   (async), reconnects with capped exponential backoff, resumes watches from the last
   ``resourceVersion`` and relists on ``410 Gone``; as a :class:`~agents.collector.Collector`
-  it publishes changed specs to the compacted ``daytwo.workload-specs.v1``.
+  it publishes changed specs to the compacted ``daytwo.workload-specs.v1``, and a
+  tombstone (the key with a null value) once for a workload it published that is gone.
 
 Workload identity (``cluster/namespace/Kind/name``), following each pod's *controller*
 owner reference (``controller: true``):
@@ -921,6 +922,7 @@ def build_workloads(
     default_profile: str = DEFAULT_PROFILE_NAME,
     source: str = INVENTORY_SOURCE,
     errors: list[str] | None = None,
+    unbuildable: set[str] | None = None,
 ) -> list[Workload]:
     """Every workload in the state as a :class:`Workload` (spec + facts), sorted by id.
 
@@ -928,7 +930,9 @@ def build_workloads(
     CronJobs, Rollouts, Jobs and ReplicaSets without a controller — even with 0 pods) and
     from pods whose top owner is not a template kind (bare pods, static pods, custom
     controllers: their spec is read from the first pod, replicas = pods seen). A workload
-    (or node, or HPA) that cannot be built is skipped and its error appended to ``errors``.
+    (or node, or HPA) that cannot be built is skipped and its error appended to ``errors``;
+    the id of such a workload is also added to ``unbuildable``, because it still exists
+    (a caller must not take its absence from the result for a deletion).
     """
     errors = errors if errors is not None else []
     groups, _ = _group_pods(state)
@@ -955,6 +959,8 @@ def build_workloads(
             workloads.append(_build_one(context, key, top, chain, group.pods if group else []))
         except (MalformedObjectError, ValueError) as error:
             errors.append(f"{workload_id(cluster, *key)}: {error}")
+            if unbuildable is not None:
+                unbuildable.add(workload_id(cluster, *key))
     return sorted(workloads, key=lambda w: w.id)
 
 
@@ -1117,6 +1123,7 @@ class InventoryMetrics:
     malformed_objects: Counter
     unresolved_pods: Gauge
     specs_published: Counter
+    tombstones: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> InventoryMetrics:
@@ -1149,6 +1156,11 @@ class InventoryMetrics:
             specs_published=Counter(
                 "daytwo_inventory_specs_published_total",
                 "Workload specs published because they changed.",
+                registry=registry,
+            ),
+            tombstones=Counter(
+                "daytwo_inventory_tombstones_total",
+                "Tombstones (null values) published for workloads that disappeared.",
                 registry=registry,
             ),
         )
@@ -1320,8 +1332,12 @@ class KubernetesInventory:
             self._index_cache = cached
         return cached[1]
 
-    def workloads(self, now: float) -> list[Workload]:
-        """Every workload at ``now`` (errors are logged and counted, not raised)."""
+    def workloads(self, now: float, unbuildable: set[str] | None = None) -> list[Workload]:
+        """Every workload at ``now`` (errors are logged and counted, not raised).
+
+        ``unbuildable`` collects the ids of workloads that exist but could not be built
+        (see :func:`build_workloads`).
+        """
         errors: list[str] = []
         workloads = build_workloads(
             self.state,
@@ -1329,6 +1345,7 @@ class KubernetesInventory:
             timestamp=now,
             default_profile=self.config.default_profile,
             errors=errors,
+            unbuildable=unbuildable,
         )
         for error in errors:
             self.metrics.malformed_objects.labels(kind="workload").inc()
@@ -1338,10 +1355,18 @@ class KubernetesInventory:
         return workloads
 
     def messages(self, now: float) -> list[OutgoingMessage]:
-        """Specs that changed since last published (nothing until :attr:`ready`).
+        """Specs that changed since last published, tombstones for workloads now gone.
 
-        The topic is compacted, so unchanged specs are not republished; a restarted
-        agent republishes everything once (harmless: same values). A node-scoped
+        Nothing until :attr:`ready`. The topic is compacted, so unchanged specs are not
+        republished; a restarted agent republishes everything once (harmless: same
+        values). A workload this process published that is no longer in the state gets
+        one tombstone (its key, value ``None``: how a compacted topic says "deleted"),
+        logged and counted in ``daytwo_inventory_tombstones_total``; if it comes back it
+        is published again like a new one. A workload that still exists but cannot be
+        built (malformed) keeps its last spec: it is neither republished nor tombstoned.
+        Ids published by an earlier process are unknown to this one, so a workload
+        deleted while no inventory ran keeps its last spec in the topic (no tombstone
+        for an id this process never published). A node-scoped
         inventory (``node_name`` set) publishes nothing: it sees only its node's pods, so
         its pod-derived facts (pools, pod count) would differ from node to node and the
         compacted value would flap; it serves :meth:`pod_workloads` only. Run one
@@ -1350,7 +1375,10 @@ class KubernetesInventory:
         if not self.ready or self.config.node_name is not None:
             return []
         outgoing: list[OutgoingMessage] = []
-        for workload in self.workloads(now):
+        unbuildable: set[str] = set()
+        present: set[str] = set()
+        for workload in self.workloads(now, unbuildable):
+            present.add(workload.id)
             key = workload.content_key()
             if self._published.get(workload.id) == key:
                 continue
@@ -1359,4 +1387,16 @@ class KubernetesInventory:
                 OutgoingMessage(WORKLOAD_SPECS_TOPIC, workload.id.encode(), encode(workload.spec))
             )
         self.metrics.specs_published.inc(len(outgoing))
+        gone = sorted(set(self._published) - present - unbuildable)
+        for gone_id in gone:
+            del self._published[gone_id]
+            log.info("workload %s is gone: publishing a tombstone", gone_id)
+            outgoing.append(_tombstone(WORKLOAD_SPECS_TOPIC, gone_id.encode()))
+        self.metrics.tombstones.inc(len(gone))
         return outgoing
+
+
+def _tombstone(topic: str, key: bytes) -> OutgoingMessage:
+    """A record with ``key`` and a null value: "deleted" on a compacted topic (the
+    publishers and the spool carry ``None`` through)."""
+    return OutgoingMessage(topic, key, None)

@@ -4,7 +4,8 @@ Why: collectors should not know about Kafka. They hand bytes to a :class:`Publis
 :class:`KafkaPublisher` sends them with aiokafka the way the design asks (idempotent,
 ``acks="all"``, ``linger_ms > 0`` so one scrape's messages travel in a few batches) and
 counts what was delivered in ``daytwo_agent_messages_sent_total{topic}`` on a registry
-passed in.
+passed in. Both publishers here accept a ``None`` value: a tombstone, how a compacted
+topic (``daytwo.workload-specs.v1``) learns that a key is gone; the spool keeps it too.
 
 :class:`SpoolingPublisher` wraps a :class:`KafkaPublisher` with an on-disk
 :class:`~agents.spool.Spool` so an agent survives a broker outage: while the broker is
@@ -82,8 +83,9 @@ def _delivery_error(delivery: asyncio.Future[Any]) -> str | None:
 class Publisher(Protocol):
     """Anything an agent can publish keyed messages to (Kafka, or a test's list)."""
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue one message; delivery errors surface at the latest in :meth:`flush`."""
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Queue one message (a None value is a tombstone); delivery errors surface at the
+        latest in :meth:`flush`."""
 
     async def flush(self) -> None:
         """Wait until every queued message is delivered (or raise ``BrokerError``)."""
@@ -171,7 +173,7 @@ class KafkaPublisher:
         """Whether :meth:`start` succeeded and :meth:`stop` was not called since."""
         return self._producer is not None
 
-    async def _queue(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    async def _queue(self, topic: str, key: bytes, value: bytes | None) -> asyncio.Future[Any]:
         if self._producer is None:
             raise BrokerError("KafkaPublisher.send() before start(); use 'async with'")
         try:
@@ -181,13 +183,15 @@ class KafkaPublisher:
             raise BrokerError(f"cannot queue a message for {topic}: {error!r}") from error
         return delivery
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
         """Queue ``value`` under ``key``; returns once it is in a batch, not when acked."""
         delivery = await self._queue(topic, key, value)
         self._pending.add(delivery)
         delivery.add_done_callback(lambda done: self._delivered(topic, done))
 
-    async def send_tracked(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    async def send_tracked(
+        self, topic: str, key: bytes, value: bytes | None
+    ) -> asyncio.Future[Any]:
         """Queue a message and return its delivery future; the caller handles failure.
 
         Why: :class:`SpoolingPublisher` must know which message the broker refused so
@@ -251,7 +255,7 @@ class KafkaPublisher:
 class _InFlight:
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
     delivery: asyncio.Future[Any]
 
 
@@ -408,14 +412,19 @@ class SpoolingPublisher:
             return
         await self._reconnect()
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
         """Deliver directly when connected and nothing is spooled, else spool.
 
-        A message over the payload limit is rejected (counted, logged) and dropped.
+        A message over the payload limit is rejected (counted, logged) and dropped; a
+        tombstone (``value`` None) has no payload and always passes.
         """
         if self._closed:
             raise BrokerError("SpoolingPublisher.send() after close()")
-        if self.guard is not None and not self.guard.admit_payload(topic, value):
+        if (
+            self.guard is not None
+            and value is not None
+            and not self.guard.admit_payload(topic, value)
+        ):
             return
         if self._direct_possible() and len(self._in_flight) >= self._max_in_flight:
             await self.flush_in_flight()
@@ -438,7 +447,7 @@ class SpoolingPublisher:
     def _direct_possible(self) -> bool:
         return self._connected and self.spool.depth_records == 0 and not self._busy.locked()
 
-    def _spool(self, topic: str, key: bytes, value: bytes) -> None:
+    def _spool(self, topic: str, key: bytes, value: bytes | None) -> None:
         try:
             self.spool.append(topic, key, value)
         except SpoolError as error:

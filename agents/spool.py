@@ -16,9 +16,12 @@ On-disk layout (one directory per agent; a second process opening it is refused)
 
 A record is ``magic (4 bytes) | body length (u32) | crc32 (u32) | body`` with the body
 ``topic length (u16) | key length (u32) | topic | key | value`` and the CRC over the
-length field and the body. A record torn by a crash (or any damaged region) fails its
-length or CRC check; reading skips it with a warning, finds the next record magic and
-keeps going, so one bad write never hides the records after it.
+length field and the body. A tombstone (value ``None``: "deleted" on a compacted topic)
+sets the top bit of the key length and has no value bytes; keys are far below 2 GiB, so
+spools written before tombstones existed read the same. A record torn by a crash (or
+any damaged region) fails its length or CRC check; reading skips it with a warning,
+finds the next record magic and keeps going, so one bad write never hides the records
+after it.
 
 Durability (fsync policy): every append is written to the operating system at once
 (``write`` + ``flush``), so a crash of the agent process loses nothing it appended.
@@ -88,6 +91,8 @@ MIN_SPOOL_BYTES: Final = 4096
 DEFAULT_SEGMENT_BYTES_CEILING: Final = 16 * 1024 * 1024
 _SEGMENTS_PER_SPOOL: Final = 8
 _MAX_TOPIC_BYTES: Final = 0xFFFF
+_TOMBSTONE_FLAG: Final = 0x8000_0000  # top bit of the key length: the value is None
+_MAX_KEY_BYTES: Final = _TOMBSTONE_FLAG - 1
 _RESYNC_CHUNK_BYTES: Final = 64 * 1024
 _SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
 _HEAD_FILE: Final = "head"
@@ -109,24 +114,29 @@ class SpoolRecord:
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None  # None: a tombstone
     segment_id: int
     start: int
     end: int
     size_bytes: int
 
 
-def encoded_record_size(topic: str, key: bytes, value: bytes) -> int:
+def encoded_record_size(topic: str, key: bytes, value: bytes | None) -> int:
     """Bytes one record takes on disk (what counts against the spool's cap)."""
-    return RECORD_OVERHEAD_BYTES + len(topic.encode("utf-8")) + len(key) + len(value)
+    value_bytes = 0 if value is None else len(value)
+    return RECORD_OVERHEAD_BYTES + len(topic.encode("utf-8")) + len(key) + value_bytes
 
 
-def _encode_record(topic: str, key: bytes, value: bytes) -> bytes:
+def _encode_record(topic: str, key: bytes, value: bytes | None) -> bytes:
     topic_bytes = topic.encode("utf-8")
     if len(topic_bytes) > _MAX_TOPIC_BYTES:
         msg = f"topic name of {len(topic_bytes)} bytes cannot be spooled (at most 65535)"
         raise SpoolError(msg)
-    body = _BODY_PREFIX.pack(len(topic_bytes), len(key)) + topic_bytes + key + value
+    if len(key) > _MAX_KEY_BYTES:
+        msg = f"a key of {len(key)} bytes cannot be spooled (at most {_MAX_KEY_BYTES})"
+        raise SpoolError(msg)
+    key_field = len(key) if value is not None else len(key) | _TOMBSTONE_FLAG
+    body = _BODY_PREFIX.pack(len(topic_bytes), key_field) + topic_bytes + key + (value or b"")
     length = _LENGTH.pack(len(body))
     crc = zlib.crc32(body, zlib.crc32(length))
     return RECORD_MAGIC + length + _LENGTH.pack(crc) + body
@@ -139,7 +149,7 @@ class _Found:
     end: int
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,16 +171,18 @@ def _parse_at(handle: BinaryIO, offset: int, limit: int) -> _Found | None:
     body = handle.read(length)
     if len(body) < length or zlib.crc32(body, zlib.crc32(_LENGTH.pack(length))) != crc:
         return None
-    topic_length, key_length = _BODY_PREFIX.unpack_from(body)
+    topic_length, key_field = _BODY_PREFIX.unpack_from(body)
+    tombstone = bool(key_field & _TOMBSTONE_FLAG)
     key_start = _BODY_PREFIX.size + topic_length
-    value_start = key_start + key_length
-    if value_start > length:
+    value_start = key_start + (key_field & _MAX_KEY_BYTES)
+    if value_start > length or (tombstone and value_start != length):
         return None
     try:
         topic = body[_BODY_PREFIX.size : key_start].decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return _Found(offset, offset, end, topic, body[key_start:value_start], body[value_start:])
+    value = None if tombstone else body[value_start:]
+    return _Found(offset, offset, end, topic, body[key_start:value_start], value)
 
 
 def _find_magic(handle: BinaryIO, offset: int, limit: int) -> int | None:
@@ -242,6 +254,8 @@ def _fsync_directory(path: Path) -> None:
 
 class Spool:
     """A size-capped FIFO of ``(topic, key, value)`` records that survives restarts.
+
+    ``value`` may be ``None`` (a tombstone); it reads back as ``None``, not ``b""``.
 
     ``Spool(path, max_bytes, registry)`` opens (or creates) the directory, reads the
     segments a previous process left there in order, skipping damaged records with a
@@ -350,7 +364,7 @@ class Spool:
 
     # -- writing -------------------------------------------------------------------
 
-    def append(self, topic: str, key: bytes, value: bytes) -> None:
+    def append(self, topic: str, key: bytes, value: bytes | None) -> None:
         """Add one record at the tail, evicting the oldest segments if the cap needs it.
 
         Raises :class:`SpoolError` when the record alone is larger than the spool

@@ -71,9 +71,7 @@ class WireContainerBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
     schema_version: Literal[1]
     kind: Literal["container-sample-batch"]
-    source: Annotated[
-        str, Meta(min_length=1, max_length=64, pattern=_ecma_dollar(SOURCE_PATTERN))
-    ]
+    source: Annotated[str, Meta(min_length=1, max_length=64, pattern=_ecma_dollar(SOURCE_PATTERN))]
     agent: Annotated[
         str, Meta(min_length=1, max_length=253, pattern=_ecma_dollar(f"^[^{_NO_CONTROL}]+$"))
     ]

@@ -108,7 +108,8 @@ class ListPublisher:
         self.flushes = 0
         self._stop, self._after = stop, after_flushes
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
+        assert value is not None  # no tombstones in these tests
         self.sent.append((topic, key, value))
 
     async def flush(self) -> None:

@@ -136,7 +136,7 @@ def test_messages_are_keyed_by_workload_on_the_container_topic(
     assert [(m.topic, m.key) for m in messages] == [
         (CONTAINER_SAMPLES_TOPIC, b"local/demo/StatefulSet/db")
     ]
-    assert orjson.loads(messages[0].value)["samples"][0]["container"] == "postgres"
+    assert orjson.loads(messages[0].payload)["samples"][0]["container"] == "postgres"
 
 
 def test_node_collector_emits_a_valid_node_sample_keyed_by_node() -> None:
@@ -145,7 +145,7 @@ def test_node_collector_emits_a_valid_node_sample_keyed_by_node() -> None:
     time.sleep(0.05)
     [message] = collector.messages(1_700_000_000.1)
     assert (message.topic, message.key) == (NODE_SAMPLES_TOPIC, b"node-1")
-    sample = decode(NodeSample, message.value)
+    sample = decode(NodeSample, message.payload)
     assert sample.node == "node-1"
 
 
@@ -159,7 +159,8 @@ class ListPublisher:
         self._stop_after = stop_after_flushes
         self._stop_event = stop_event
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
+        assert value is not None  # no tombstones in these tests
         self.sent.append((topic, key, value))
 
     async def flush(self) -> None:

@@ -627,7 +627,7 @@ def test_messages_publish_specs_once_and_again_only_when_they_change() -> None:
         assert {m.topic for m in first} == {WORKLOAD_SPECS_TOPIC}
         assert sorted(m.key.decode() for m in first) == sorted(workloads_by_id())
         for message in first:
-            spec = decode(WorkloadSpec, message.value)
+            spec = decode(WorkloadSpec, message.payload)
             assert spec.workload == message.key.decode()
         assert inventory.messages(NOW + 60) == []  # unchanged: compacted topic has it
         scaled = copy.deepcopy(item("Deployment", "checkout"))
@@ -635,7 +635,7 @@ def test_messages_publish_specs_once_and_again_only_when_they_change() -> None:
         inventory.state.apply("MODIFIED", "Deployment", scaled)
         (changed,) = inventory.messages(NOW + 120)
         assert changed.key == b"prod/shop/Deployment/checkout"
-        assert decode(WorkloadSpec, changed.value).replicas == 7
+        assert decode(WorkloadSpec, changed.payload).replicas == 7
         index = inventory.pod_workloads()
         assert index[("shop", "debug-shell")].workload == "prod/shop/Pod/debug-shell"
 

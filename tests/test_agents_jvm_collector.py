@@ -94,9 +94,9 @@ def test_gc_log_of_a_real_jvm_becomes_valid_batches_that_add_up(
             for message in collector.messages(time.time()):
                 assert message.topic == "daytwo.jvm-samples.v1"
                 assert message.key == b"local/shop/Deployment/checkout"
-                batches.append(decode(JvmSampleBatch, message.value))
+                batches.append(decode(JvmSampleBatch, message.payload))
         assert process.wait(timeout=30) == 0
-        batches += [decode(JvmSampleBatch, m.value) for m in collector.messages(time.time())]
+        batches += [decode(JvmSampleBatch, m.payload) for m in collector.messages(time.time())]
     finally:
         process.kill()
         process.wait(timeout=10)
@@ -206,7 +206,7 @@ jvms:
         process.kill()
         process.wait(timeout=10)
         process.stdout.close()
-    by_key = {m.key: decode(JvmSampleBatch, m.value) for m in messages}
+    by_key = {m.key: decode(JvmSampleBatch, m.payload) for m in messages}
     assert set(by_key) == {b"local/shop/Deployment/checkout", b"local/pay/StatefulSet/ledger"}
     checkout = by_key[b"local/shop/Deployment/checkout"]
     assert checkout.source == "jvm"  # one sample from the log, one from Micrometer

@@ -299,7 +299,7 @@ def test_the_source_end_to_end(tmp_path: Path) -> None:
     messages = source.messages(NOW1)
     assert {m.topic for m in messages} == {"daytwo.container-samples.v1"}
     for message in messages:
-        batch = decode_container_batch(message.value)
+        batch = decode_container_batch(message.payload)
         assert message.key.decode() == batch.workload
         assert batch.agent == NODE
     value = registry.get_sample_value

@@ -552,7 +552,7 @@ def test_continuous_mode_emits_each_completed_step_once(small: Served) -> None:
         assert [b.model_dump() for b in first] == by_time[t]
         assert source.poll(t + 60 + 299) == []
         messages = source.messages(t + 3 * STEP + 60)  # after a pause: the three steps missed
-        decoded = [decode_container_batch(m.value) for m in messages]
+        decoded = [decode_container_batch(m.payload) for m in messages]
         assert sorted({b.timestamp for b in decoded}) == [t + STEP, t + 2 * STEP, t + 3 * STEP]
         assert [b.model_dump() for b in decoded] == [
             batch for moment in (t + STEP, t + 2 * STEP, t + 3 * STEP) for batch in by_time[moment]

@@ -376,7 +376,7 @@ def test_a_failed_send_keeps_itself_and_everything_behind_it(
     invalid_topic = "not a topic!"  # its metadata never arrives: a retriable failure
     spooled = [(topic, *batch(0)), (invalid_topic, *batch(1)), (topic, *batch(2))]
 
-    async def main() -> tuple[list[tuple[str, bytes, bytes]], list[Any]]:
+    async def main() -> tuple[list[tuple[str, bytes, bytes | None]], list[Any]]:
         async with drain_test_publisher(broker.bootstrap, tmp_path, registry, clock) as publisher:
             for message in spooled:
                 await publisher.send(*message)

@@ -29,7 +29,7 @@ from agents.spool import (
 from pipeline.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-Message = tuple[str, bytes, bytes]
+Message = tuple[str, bytes, bytes | None]
 
 
 def messages(count: int, size: int = 40, start: int = 0) -> list[Message]:

@@ -190,14 +190,14 @@ def run_scenario(
                         processor.handle(message.key, message.value, partition=0, offset=offset)
                         is None
                     )
-                    container_samples.extend(orjson.loads(message.value)["samples"])
+                    container_samples.extend(orjson.loads(message.payload)["samples"])
                     offset += 1
                 for message in jvms.messages(now):
                     assert (
                         processor.handle_jvm(message.key, message.value, partition=0, offset=offset)
                         is None
                     )
-                    jvm_samples.extend(orjson.loads(message.value)["samples"])
+                    jvm_samples.extend(orjson.loads(message.payload)["samples"])
                     offset += 1
             exit_code = process.poll()
         finally:

@@ -243,7 +243,7 @@ class CountingPublisher:
     def __init__(self) -> None:
         self.sent = 0
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
         del topic, key, value
         self.sent += 1
 

@@ -36,7 +36,8 @@ class ListPublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes | None) -> None:
+        assert value is not None  # no tombstones in these tests
         self.sent.append((topic, key, value))
 
     async def flush(self) -> None:

@@ -96,10 +96,13 @@ sample_lists = st.lists(
 )
 
 
+Row = tuple[int, bool, float, int | None, float | None, int | None, float | None, int | None]
+
+
 @settings(max_examples=150, deadline=None)
 @given(sample_lists, st.integers(min_value=1, max_value=40), st.integers(0, 2**16))
 def test_any_samples_cut_anyhow_equal_sample_by_sample(
-    rows: list[tuple[int, bool, float, int | None, float | None, int | None, float | None, int | None]],
+    rows: list[Row],
     widest: int,
     seed: int,
 ) -> None:
