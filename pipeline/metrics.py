@@ -22,7 +22,6 @@ Who exports what (the Grafana dashboards in deploy/grafana/dashboards chart thes
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import weakref
 from collections import OrderedDict
@@ -463,7 +462,7 @@ class WorkerMetrics:
             cpu_throttled_ratio=None if last_sample is None else last_sample.cpu_throttled_ratio,
             oom_kills=window.oom_kills_total,
             jvm_gc_overhead_ratio=jvm_gc_overhead_ratio,
-            current=dataclasses.asdict(engine.spec),
+            current=engine.spec.to_dict(),
             # after a restart or a rebalance the window still knows what it last proposed
             recommended=(
                 window.last_proposed
