@@ -82,6 +82,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
+import orjson
 import river
 from river.drift import ADWIN, PageHinkley
 from river.stats import Mean
@@ -648,7 +649,7 @@ class _SignalTrack:
         # decoding River's bytes is the costliest part of a checkpoint, so the last
         # result is kept with the detector and update count it was made from.
         self.adwin_updates = 0
-        self.adwin_cache: tuple[object, int, object] | None = None
+        self.adwin_cache: tuple[object, int, bytes] | None = None
         self.ph_up_anchor = 0
         self.ph_down_anchor = 0
         self.warm_sum = 0.0
@@ -1014,9 +1015,14 @@ class DriftTracker:
 
     __hash__ = None  # type: ignore[assignment]  # mutable: must not be hashable
 
-    def to_state(self) -> dict[str, object]:
+    def to_state(self, *, encoded: bool = False) -> dict[str, object]:
         """JSON-ready, versioned state; floats at full precision, so a restored tracker
         behaves exactly like one that never stopped.
+
+        ``encoded``: ADWIN's part is an :class:`orjson.Fragment` of its JSON (for
+        ``orjson.dumps``, which writes the same bytes either way): decoding River's bytes
+        is the costliest part of a checkpoint, so each detector's last encoding is kept
+        with it, as compact bytes rather than a few hundred Python floats per container.
 
         ``{"v": 1, "agg": aggregate_seconds, "signals": {name: S}, "leak": L}`` where
         each ``S`` (signals without samples are left out) has
@@ -1050,9 +1056,11 @@ class DriftTracker:
             else:
                 cache = track.adwin_cache
                 if cache is None or cache[0] is not track.adwin or cache[1] != track.adwin_updates:
-                    cache = (track.adwin, track.adwin_updates, _adwin_to_state(track.adwin))
+                    # exact-size copy: orjson's bytes keep their whole write buffer
+                    encoding = bytes(memoryview(orjson.dumps(_adwin_to_state(track.adwin))))
+                    cache = (track.adwin, track.adwin_updates, encoding)
                     track.adwin_cache = cache
-                entry["a"] = cache[2]
+                entry["a"] = orjson.Fragment(cache[2]) if encoded else orjson.loads(cache[2])
                 entry["p"] = _page_hinkley_to_state(track.ph)
                 entry["k"] = [
                     track.bucket - track.ph_up_anchor,

@@ -1059,10 +1059,12 @@ class ContainerWindow:
             "proposed_at": self.last_proposal_timestamp,
             "proposed": self.last_proposed,
             "drift_sens": self.drift_sensitivity,
-            "drift": None if self.drift is None else self.drift.to_state(),
+            "drift": None if self.drift is None else self.drift.to_state(encoded=True),
             "spec": None if self.spec is None else self.spec.to_state(),
         }
-        return orjson.dumps(state)
+        # An exact-size copy: orjson's bytes keep the whole buffer it wrote into (8 KB
+        # for a 2.6 KB state), and a worker keeps one checkpoint per container.
+        return bytes(memoryview(orjson.dumps(state)))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ContainerWindow:
