@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest venv tools clean
+.PHONY: demo test lint typecheck pytest venv tools clean \
+        bench-throughput bench-state-size bench-drift-latency bench-quality bench-backfill
 
 # npm tools the tests use: the Compose schema (deploy/tools), GitHub's OpenAPI
 # description served by Prism for the forge contract tests (tests/contract), and
@@ -41,6 +42,24 @@ pytest: venv tools
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# One command per benchmark (docs/benchmarks.md); each records its result block there.
+# ARGS passes options, e.g. make bench-throughput ARGS='--quick --no-record'.
+bench-throughput: venv
+	$(BIN)/python -m bench.throughput $(ARGS)
+
+bench-state-size: venv
+	$(BIN)/python -m bench.state_size $(ARGS)
+
+bench-drift-latency: venv
+	$(BIN)/python -m bench.drift_latency $(ARGS)
+
+bench-quality: venv
+	$(BIN)/python -m bench.quality $(ARGS)
+
+bench-backfill: venv
+	@command -v promtool >/dev/null || { echo "bench-backfill needs Debian's prometheus package (apt-get install prometheus)"; exit 2; }
+	$(BIN)/python -m bench.backfill $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .daytwo-demo \
