@@ -52,6 +52,7 @@ from agents.prometheus import (
     PrometheusSourceConfig,
     PromQLClient,
     QueryBudget,
+    pack_batches,
 )
 from agents.publisher import SpoolingPublisher
 from agents.replay import ReplayProgress, read_trace, stream_trace
@@ -565,7 +566,7 @@ async def _prometheus_backfill(
             if stop.is_set():
                 break
             batches = await asyncio.to_thread(_backfill_chunk, source, first, last)
-            for batch in batches:
+            for batch in pack_batches(batches):  # history: the catch-up shape
                 message = OutgoingMessage(
                     CONTAINER_SAMPLES_TOPIC, batch.workload.encode(), encode(batch)
                 )

@@ -37,7 +37,7 @@ from agents.jvm_gclog import GcLogParser, IntervalAggregator
 from agents.kubelet import SummaryConverter
 from pipeline.cli import app
 from pipeline.launch import Child, start_child
-from schemas.models import ContainerSampleBatch, JvmSampleBatch, WorkloadSpec
+from schemas.models import ContainerSample, ContainerSampleBatch, JvmSampleBatch, WorkloadSpec
 from schemas.validate import decode, decode_container_batch
 from tests.prom_helpers import generate_cluster, prometheus_available, running_prometheus
 from tests.test_agents_prometheus import differences, emitted_samples, expected_samples
@@ -315,10 +315,26 @@ def test_prometheus_backfill_publishes_the_generated_history(
         )  # fmt: skip
     assert code == 0, output
     expected = expected_samples(cluster)
-    records = read_all(agent_env, prefix + SAMPLES, at_least=len(expected), timeout=30)
+    # history goes out packed: a workload's steps in batches of up to 1,000 samples
+    records = read_all(agent_env, prefix + SAMPLES, at_least=1, timeout=30)
     batches = [decode_container_batch(value) for _, value in records if value is not None]
-    problems = differences(expected, emitted_samples(batches))
+    assert len(batches) < len(expected) / 2, "the backfill was not packed"
+    problems = differences(expected, emitted_samples(per_step(batches)))
     assert not problems, problems[:10]
+
+
+def per_step(batches: list[ContainerSampleBatch]) -> list[ContainerSampleBatch]:
+    """Packed batches cut back into one per workload and step (what the source yields)."""
+    steps: dict[tuple[str, float], list[ContainerSample]] = {}
+    envelope: dict[tuple[str, float], ContainerSampleBatch] = {}
+    for batch in batches:
+        for sample in batch.samples:
+            steps.setdefault((batch.workload, sample.timestamp), []).append(sample)
+            envelope[(batch.workload, sample.timestamp)] = batch
+    return [
+        envelope[key].model_copy(update={"timestamp": key[1], "samples": tuple(samples)})
+        for key, samples in steps.items()
+    ]
 
 
 # --------------------------------------------------------------------------- kubernetes
