@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.core.drift import SIGNALS
 from pipeline.core.engine import ContainerEngine
-from pipeline.core.window import ContainerWindow, SampleInput
+from pipeline.core.window import ContainerWindow
 from schemas.models import Recommendation
 
 #: Stages at which input is rejected (``InvalidMessageError.stage``); pre-set to 0 so a
@@ -57,6 +57,17 @@ RESOURCE_METRICS: Final = (
     ("memory_limit_bytes", "daytwo_workload_memory_limit_bytes", "Memory limit"),
     ("jvm_max_heap_bytes", "daytwo_workload_jvm_max_heap_bytes", "JVM maximum heap"),
 )
+
+
+class LastSample(Protocol):
+    """What the per-workload series show of a container's newest sample."""
+
+    @property
+    def cpu_usage_cores(self) -> float: ...
+    @property
+    def memory_working_set_bytes(self) -> int | None: ...
+    @property
+    def cpu_throttled_ratio(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +449,7 @@ class WorkerMetrics:
         self,
         engine: ContainerEngine,
         *,
-        last_sample: SampleInput | None,
+        last_sample: LastSample | None,
         jvm_gc_overhead_ratio: float | None,
         recommendation: Recommendation | None,
         drift_seen: dict[str, int],

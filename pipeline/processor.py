@@ -75,8 +75,9 @@ class _Tracked:
     """What this container contributed to its workload's last published set."""
     # metrics (issue 7): inputs of the per-workload series and the drift counter
     last_run: tuple[SampleRun, int] | None = None
-    """The run and index of the newest sample applied (made a SampleInput only when the
-    metrics read it, at a checkpoint: once per flush, not once per batch)."""
+    """The run and index of the newest sample applied since the last checkpoint, which
+    turns it into :attr:`last_sample` (once per flush, not once per batch)."""
+    last_sample: _NewestSample | None = None
     last_gc_overhead_ratio: float | None = None
     drift_seen: dict[str, int] = field(default_factory=dict)
 
@@ -336,14 +337,15 @@ class Processor:
             self._pending_sets.clear()
             for key in sorted(self._dirty):
                 tracked = self._tracked[key]
+                if tracked.last_run is not None:
+                    tracked.last_sample = _newest(*tracked.last_run)
+                    tracked.last_run = None  # the batch's columns are not kept
                 state = tracked.window.to_bytes()
                 self.store.save(key, state, tracked.partition)
                 self.metrics.checkpoints.inc()
                 self.metrics.observe_container(  # metrics (issue 7)
                     tracked.engine,
-                    last_sample=None
-                    if tracked.last_run is None
-                    else tracked.last_run[0].sample(tracked.last_run[1]),
+                    last_sample=tracked.last_sample,
                     jvm_gc_overhead_ratio=tracked.last_gc_overhead_ratio,
                     recommendation=tracked.recommendation,
                     drift_seen=tracked.drift_seen,
@@ -527,6 +529,21 @@ def _sample_input(sample: ContainerSample) -> SampleInput:
         oom_kills=sample.oom_kills,
         cpu_limit_cores=sample.cpu_limit_cores,
         memory_limit_bytes=sample.memory_limit_bytes,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _NewestSample:
+    """The values of a run's sample the metrics show (already validated: no checks)."""
+
+    cpu_usage_cores: float
+    memory_working_set_bytes: int | None
+    cpu_throttled_ratio: float | None
+
+
+def _newest(run: SampleRun, index: int) -> _NewestSample:
+    return _NewestSample(
+        run.cpu_cores[index], run.memory_working_set_bytes[index], run.cpu_throttled_ratios[index]
     )
 
 
