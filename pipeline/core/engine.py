@@ -304,11 +304,15 @@ class ContainerEngine:
         last = self.window.last_timestamp
         if not self.window.apply(sample):
             return False
+        self._after_one(sample.timestamp, last)
+        return True
+
+    def _after_one(self, timestamp: float, last: float | None) -> None:
+        """Evaluate if the sample just applied at ``timestamp`` opened a new tick."""
         if self.evaluate_on_ticks:
             tick = self.profile.evaluation_interval_seconds
-            if last is None or math.floor(sample.timestamp / tick) > math.floor(last / tick):
-                self._evaluate_on_tick(sample.timestamp)
-        return True
+            if last is None or math.floor(timestamp / tick) > math.floor(last / tick):
+                self._evaluate_on_tick(timestamp)
 
     def apply_run(self, run: SampleRun, *, limits_in_force: bool = False) -> list[int]:
         """Fold a run of samples in, exactly as :meth:`apply` on each in order would
@@ -320,6 +324,23 @@ class ContainerEngine:
         sample's, as a caller setting :attr:`spec` before each :meth:`apply` would.
         """
         window = self.window
+        if len(run) == 1:  # the live shape: one sample per container and batch
+            if limits_in_force:
+                self.spec = self._limits_spec(run, 0)
+            last = window.last_timestamp
+            if not window.apply_values(
+                run.timestamps[0],
+                run.intervals[0],
+                run.cpu_cores[0],
+                run.memory_working_set_bytes[0],
+                run.cpu_throttled_ratios[0],
+                run.oom_kills[0],
+                run.cpu_limit_cores[0],
+                run.memory_limit_bytes[0],
+            ):
+                return []
+            self._after_one(run.timestamps[0], last)
+            return [0]
         fresh = fresh_indices(run.timestamps, window.last_timestamp)
         if fresh:
             applied = run if len(fresh) == len(run) else run.select(fresh)

@@ -859,41 +859,63 @@ class ContainerWindow:
         "Already seen" means its timestamp is at or before the last applied one, which
         makes replaying a topic from an earlier offset harmless.
         """
-        if self.last_timestamp is not None and sample.timestamp <= self.last_timestamp:
+        return self.apply_values(
+            sample.timestamp,
+            sample.interval_seconds,
+            sample.cpu_usage_cores,
+            sample.memory_working_set_bytes,
+            sample.cpu_throttled_ratio,
+            sample.oom_kills,
+            sample.cpu_limit_cores,
+            sample.memory_limit_bytes,
+        )
+
+    def apply_values(  # noqa: PLR0917  # one per signal, positional: the live hot path
+        self,
+        timestamp: float,
+        interval_seconds: float,
+        cpu_usage_cores: float,
+        memory_working_set_bytes: int | None,
+        cpu_throttled_ratio: float | None,
+        oom_kills: int | None,
+        cpu_limit_cores: float | None,
+        memory_limit_bytes: int | None,
+    ) -> bool:
+        """:meth:`apply` for one sample's values the caller already validated (a
+        :class:`SampleInput`'s checks, or the contract's): no object per sample."""
+        if self.last_timestamp is not None and timestamp <= self.last_timestamp:
             return False
-        self.cpu.add(sample.cpu_usage_cores, sample.interval_seconds, sample.timestamp)
-        if sample.memory_working_set_bytes is not None:
-            self._add_memory_peak(sample.timestamp, sample.memory_working_set_bytes)
-            self._track("memory", sample.timestamp, float(sample.memory_working_set_bytes))
-        self._track("cpu", sample.timestamp, sample.cpu_usage_cores)
-        if sample.cpu_throttled_ratio is not None:
-            self._track("throttling", sample.timestamp, sample.cpu_throttled_ratio)
+        self.cpu.add(cpu_usage_cores, interval_seconds, timestamp)
+        if memory_working_set_bytes is not None:
+            self._add_memory_peak(timestamp, memory_working_set_bytes)
+            self._track("memory", timestamp, float(memory_working_set_bytes))
+        self._track("cpu", timestamp, cpu_usage_cores)
+        if cpu_throttled_ratio is not None:
+            self._track("throttling", timestamp, cpu_throttled_ratio)
         self.sample_count += 1
-        self.covered_seconds += sample.interval_seconds
+        self.covered_seconds += interval_seconds
         if self.first_timestamp is None:
-            self.first_timestamp = sample.timestamp
-        self.last_timestamp = sample.timestamp
-        self.cpu_max_cores = max(self.cpu_max_cores, sample.cpu_usage_cores)
-        if sample.cpu_throttled_ratio is not None:
+            self.first_timestamp = timestamp
+        self.last_timestamp = timestamp
+        self.cpu_max_cores = max(self.cpu_max_cores, cpu_usage_cores)
+        if cpu_throttled_ratio is not None:
             self.cpu_throttled_ratio_max = max(
-                self.cpu_throttled_ratio_max or 0.0, sample.cpu_throttled_ratio
+                self.cpu_throttled_ratio_max or 0.0, cpu_throttled_ratio
             )
             assert self.throttling is not None  # set in __post_init__
-            self.throttling.add(
-                sample.cpu_throttled_ratio, sample.interval_seconds, sample.timestamp
-            )
-        if sample.oom_kills is not None:
-            self.oom_kills_total = (self.oom_kills_total or 0) + sample.oom_kills
-            if sample.oom_kills > 0:
+            self.throttling.add(cpu_throttled_ratio, interval_seconds, timestamp)
+        if oom_kills is not None:
+            self.oom_kills_total = (self.oom_kills_total or 0) + oom_kills
+            if oom_kills > 0:
                 # The limit in force at the kill: this sample's, else the last one seen.
-                self.last_oom_timestamp = sample.timestamp
+                self.last_oom_timestamp = timestamp
                 self.oom_memory_limit_bytes = (
-                    sample.memory_limit_bytes
-                    if sample.memory_limit_bytes is not None
+                    memory_limit_bytes
+                    if memory_limit_bytes is not None
                     else self.memory_limit_bytes
                 )
-        self.cpu_limit_cores = sample.cpu_limit_cores
-        self.memory_limit_bytes = sample.memory_limit_bytes
+        self.cpu_limit_cores = cpu_limit_cores
+        self.memory_limit_bytes = memory_limit_bytes
         return True
 
     def apply_run(self, run: SampleRun) -> list[int]:
