@@ -48,7 +48,7 @@ from bench.common import (
 from pipeline.core.engine import ContainerEngine
 from pipeline.core.profiles import BALANCED
 from pipeline.core.sizing import CurrentResources
-from pipeline.processor import _sample_run
+from pipeline.core.window import SampleRun
 from schemas.models import ContainerSample
 from tests.prom_helpers import (
     build_prometheus,
@@ -192,7 +192,7 @@ def analyse(url: str, data: Dataset, config: BackfillConfig) -> BackfillRun:
             engine = engines.get(key)
             if engine is None:
                 engine = engines[key] = ContainerEngine(BALANCED, workload=key[0], container=key[1])
-            engine.apply_run(_sample_run(run))
+            engine.apply_run(SampleRun.of(run))
             run.clear()
 
         for batch in source.backfill(data.start, data.end):

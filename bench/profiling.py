@@ -24,7 +24,7 @@ PY_SPY: Final = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-s
 STAGES: Final[tuple[tuple[str, str, str], ...]] = (
     ("Processor.handle (all per-record work)", "handle", "pipeline/processor.py"),
     ("  decode + validate (msgspec)", "decode_container_batch_fast", "schemas/wire.py"),
-    ("  columns per container (SampleRun)", "_sample_run", "pipeline/processor.py"),
+    ("  columns per container (SampleRun)", "of", "pipeline/core/window.py"),
     ("  ContainerEngine.apply_run", "apply_run", "pipeline/core/engine.py"),
     ("    ContainerWindow.apply_fresh_run", "apply_fresh_run", "pipeline/core/window.py"),
     ("      DriftTracker.update_run", "update_run", "pipeline/core/drift.py"),

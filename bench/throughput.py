@@ -65,7 +65,7 @@ from pipeline.core.sizing import CurrentResources
 from pipeline.core.window import ContainerWindow, SampleRun
 from pipeline.launch import Child, start_child
 from pipeline.metrics import WorkerMetrics
-from pipeline.processor import Processor, _sample_run
+from pipeline.processor import Processor
 from pipeline.settings import Settings
 from pipeline.topics import topic_names
 from schemas.models import ContainerSample, ContainerSampleBatch
@@ -168,7 +168,7 @@ def _keyed_runs(batches: Sequence[ContainerSampleBatch]) -> list[tuple[str, str,
         for sample in batch.samples:
             by_container.setdefault(sample.container, []).append(sample)
         runs.extend(
-            (batch.workload, container, _sample_run(samples))
+            (batch.workload, container, SampleRun.of(samples))
             for container, samples in by_container.items()
         )
     return runs
@@ -197,7 +197,7 @@ def measure_stages(records: Sequence[tuple[bytes, bytes]], runs: int) -> list[St
             samples,
         ),
         StageResult(
-            "columns: one SampleRun per container and batch (processor._sample_run)",
+            "columns: one SampleRun per container and batch (SampleRun.of)",
             _timed(lambda: _keyed_runs(batches), runs),
             samples,
         ),

@@ -16,7 +16,7 @@ window's last-applied timestamp, which makes replay idempotent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -276,7 +276,7 @@ class Processor:
         keys = set()
         for container, samples in by_container.items():
             tracked = self._get(batch.workload, container, partition)
-            run = _sample_run(samples)
+            run = SampleRun.of(samples)
             fresh = tracked.engine.apply_run(run, limits_in_force=tracked.window.spec is None)
             key = _container_key(batch.workload, container)
             keys.add(key)
@@ -544,20 +544,6 @@ class _NewestSample:
 def _newest(run: SampleRun, index: int) -> _NewestSample:
     return _NewestSample(
         run.cpu_cores[index], run.memory_working_set_bytes[index], run.cpu_throttled_ratios[index]
-    )
-
-
-def _sample_run(samples: Sequence[ContainerSample | WireContainerSample]) -> SampleRun:
-    """One container's samples of a batch by column, as the contract validated them."""
-    return SampleRun(
-        timestamps=[s.timestamp for s in samples],
-        intervals=[s.interval_seconds for s in samples],
-        cpu_cores=[s.cpu_usage_cores for s in samples],
-        memory_working_set_bytes=[s.memory_working_set_bytes for s in samples],
-        cpu_throttled_ratios=[s.cpu_throttled_ratio for s in samples],
-        oom_kills=[s.oom_kills for s in samples],
-        cpu_limit_cores=[s.cpu_limit_cores for s in samples],
-        memory_limit_bytes=[s.memory_limit_bytes for s in samples],
     )
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import orjson
 
@@ -168,6 +168,28 @@ class SampleInput:
             )
 
 
+class SampleFields(Protocol):
+    """The fields a container sample has under these names: :class:`SampleInput`, and
+    the contract's ``ContainerSample`` (schemas/models.py, schemas/wire.py)."""
+
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def interval_seconds(self) -> float: ...
+    @property
+    def cpu_usage_cores(self) -> float: ...
+    @property
+    def memory_working_set_bytes(self) -> int | None: ...
+    @property
+    def cpu_throttled_ratio(self) -> float | None: ...
+    @property
+    def oom_kills(self) -> int | None: ...
+    @property
+    def cpu_limit_cores(self) -> float | None: ...
+    @property
+    def memory_limit_bytes(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SampleRun:
     """Consecutive samples of one container, by column: how batches reach the window.
@@ -193,8 +215,9 @@ class SampleRun:
         return len(self.timestamps)
 
     @classmethod
-    def of(cls, samples: Sequence[SampleInput]) -> SampleRun:
-        """The run of checked samples (each :class:`SampleInput` validated itself)."""
+    def of(cls, samples: Sequence[SampleFields]) -> SampleRun:
+        """The run of validated samples: each :class:`SampleInput` checked itself, or
+        the contract's samples (pydantic or msgspec checked the same bounds)."""
         return cls(
             timestamps=[s.timestamp for s in samples],
             intervals=[s.interval_seconds for s in samples],
