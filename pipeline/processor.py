@@ -30,7 +30,6 @@ from pipeline.core.window import (
     ContainerWindow,
     HpaTargetState,
     JvmSampleInput,
-    SampleInput,
     SampleRun,
 )
 from pipeline.errors import CollectorError, ConfigError, InvalidMessageError
@@ -517,19 +516,6 @@ def _jvm_input(sample: JvmSample) -> JvmSampleInput:
 
 def _container_key(workload: str, container: str) -> str:
     return f"{workload}:{container}"
-
-
-def _sample_input(sample: ContainerSample) -> SampleInput:
-    return SampleInput(
-        timestamp=sample.timestamp,
-        interval_seconds=sample.interval_seconds,
-        cpu_usage_cores=sample.cpu_usage_cores,
-        memory_working_set_bytes=sample.memory_working_set_bytes,
-        cpu_throttled_ratio=sample.cpu_throttled_ratio,
-        oom_kills=sample.oom_kills,
-        cpu_limit_cores=sample.cpu_limit_cores,
-        memory_limit_bytes=sample.memory_limit_bytes,
-    )
 
 
 @dataclass(frozen=True, slots=True)
