@@ -23,7 +23,6 @@ import copy
 import logging
 import os
 import struct
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -32,9 +31,6 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
-from aiokafka import (  # type: ignore[import-untyped, unused-ignore]  # aiokafka has no py.typed
-    AIOKafkaConsumer,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lightkube import AsyncClient
@@ -58,6 +54,7 @@ from schemas.models import WorkloadSpec
 from schemas.validate import decode
 from tests.conftest import KAFKA_BOOTSTRAP_ENV
 from tests.k8s_fixtures import LIST_FILES, items, recorded
+from tests.test_agents_publisher import read_back
 
 NOW = 1_772_446_500.0  # 2026-03-02T10:15:00Z
 CLUSTER = "prod"
@@ -359,22 +356,6 @@ def test_the_spool_gives_back_every_value_and_tombstone_in_order(
 
 
 # --------------------------------------------------------------------------- broker
-
-
-async def read_back(bootstrap: str, topic: str, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    received: list[Any] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(received) < count and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                received.extend(records)
-    finally:
-        await consumer.stop()
-    return received
 
 
 @pytest.mark.integration
