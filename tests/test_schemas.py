@@ -21,7 +21,7 @@ import base64
 import hashlib
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -424,6 +424,23 @@ def _get(instance: Any, path: Path) -> Any:
     return instance
 
 
+def boundary_cases(
+    instance: dict[str, Any], schema: Mapping[str, Any], resolver: Resolver[Any]
+) -> Iterator[tuple[Path, Any, bool, bytes]]:
+    """Every field of ``instance`` broken in each way its schema forbids, and set to each
+    edge it allows: ``(path, value, valid, encoded message)``."""
+    for path, sub in _schema_paths(instance, schema, resolver):
+        current = _get(instance, path)
+        cases = [(value, False) for value in _violations(sub, current)]
+        cases += [(value, True) for value in _valid_extremes(sub, current)]
+        if sub.get("properties"):
+            cases += [({**current, "unexpected": 1}, False)]
+            for name in sub.get("required", ()):
+                cases += [({k: v for k, v in current.items() if k != name}, False)]
+        for value, valid in cases:
+            yield path, value, valid, orjson.dumps(_mutate(instance, path, "replace", value))
+
+
 @pytest.mark.parametrize("model", MESSAGE_MODELS, ids=lambda m: m.__name__)
 def test_every_field_just_past_its_bounds_is_rejected_by_both_paths(model: type[Message]) -> None:
     """Exhaustive per field: break each one in every way its schema forbids, and try the
@@ -435,19 +452,10 @@ def test_every_field_just_past_its_bounds_is_rejected_by_both_paths(model: type[
     @settings(_FAST, max_examples=3)
     @given(message_strategy(model, full=True))
     def every_field(instance: dict[str, Any]) -> None:
-        for path, sub in _schema_paths(instance, schema, resolver):
-            current = _get(instance, path)
-            cases = [(value, False) for value in _violations(sub, current)]
-            cases += [(value, True) for value in _valid_extremes(sub, current)]
-            if sub.get("properties"):
-                cases += [({**current, "unexpected": 1}, False)]
-                for name in sub.get("required", ()):
-                    cases += [({k: v for k, v in current.items() if k != name}, False)]
-            for value, valid in cases:
-                raw = orjson.dumps(_mutate(instance, path, "replace", value))
-                fast = _outcome(model, raw, fast=True)
-                assert fast == _outcome(model, raw, fast=False), (path, value)
-                assert isinstance(fast, Message) == valid, (path, value, fast)
+        for path, value, valid, raw in boundary_cases(instance, schema, resolver):
+            fast = _outcome(model, raw, fast=True)
+            assert fast == _outcome(model, raw, fast=False), (path, value)
+            assert isinstance(fast, Message) == valid, (path, value, fast)
 
     every_field()
 

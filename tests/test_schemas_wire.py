@@ -23,12 +23,9 @@ from tests.invalid_messages import invalid_container_batches, valid_container_ba
 from tests.test_schemas import (
     _FAST,
     _ODD_VALUES,
-    _get,
     _mutate,
     _paths,
-    _schema_paths,
-    _valid_extremes,
-    _violations,
+    boundary_cases,
     message_strategy,
 )
 
@@ -90,19 +87,10 @@ def test_every_field_just_past_its_bounds_is_refused_like_the_schema_does() -> N
     @settings(_FAST, max_examples=4)
     @given(message_strategy(ContainerSampleBatch, full=True))
     def every_field(instance: dict[str, Any]) -> None:
-        for path, sub in _schema_paths(instance, schema, resolver):
-            current = _get(instance, path)
-            cases = [(value, False) for value in _violations(sub, current)]
-            cases += [(value, True) for value in _valid_extremes(sub, current)]
-            if sub.get("properties"):
-                cases += [({**current, "unexpected": 1}, False)]
-                for name in sub.get("required", ()):
-                    cases += [({k: v for k, v in current.items() if k != name}, False)]
-            for value, valid in cases:
-                raw = orjson.dumps(_mutate(instance, path, "replace", value))
-                fast = _outcome(raw, fast=True)
-                assert fast == _outcome(raw, fast=False), (path, value)
-                assert (fast[0] == "ok") == valid, (path, value, fast)  # type: ignore[index]
+        for path, value, valid, raw in boundary_cases(instance, schema, resolver):
+            fast = _outcome(raw, fast=True)
+            assert fast == _outcome(raw, fast=False), (path, value)
+            assert (fast[0] == "ok") == valid, (path, value, fast)  # type: ignore[index]
 
     every_field()
 
