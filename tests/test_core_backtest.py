@@ -209,3 +209,16 @@ def test_no_lookahead(
     proposals_a = [p for p in replay_a.proposals if p.timestamp <= cut]
     proposals_b = [p for p in replay_b.proposals if p.timestamp <= cut]
     assert proposals_a == proposals_b
+
+
+def test_decisions_start_at_the_end_of_the_warm_up_for_everyone() -> None:
+    # Issue 13, one protocol: step 10 s, warm-up 30 s. Before the fix the harness asked
+    # for decisions from t=10 on, so a recommender that proposes at its first chance
+    # (the baselines) had a value in force while one that waited (daytwo) was scored on
+    # nothing. Now the first decision for every recommender is at t=30.
+    series = ContainerSeries(
+        "c/ns/Deployment/app", "app", [sample(5.0 * i, 0.5) for i in range(12)]
+    )
+    recommender = Scripted({})
+    run_backtest([series], lambda w, c: recommender, step_seconds=10.0, warmup_seconds=30.0)
+    assert [now for now, _ in recommender.decided] == [30.0, 40.0, 50.0]

@@ -69,21 +69,21 @@ def test_vpa_forgets_an_old_level_after_a_few_half_lives() -> None:
             assert 0.2 * 1.15 <= cpu <= (0.2 * 1.05 + 0.001) * 1.15
 
 
-def test_vpa_weighs_cpu_samples_by_the_request_in_force() -> None:
-    # Alternating usage 1.0 (request 0.1 in force -> weight 0.1) and 0.2 (request 2.0 ->
-    # weight 2.0): the 1.0 samples hold 0.1 / 2.1 = 4.8% of the weight, below the 10%
-    # above p90, so the target follows 0.2. With equal weights it would follow 1.0.
-    weighted, equal = VpaRecommender(), VpaRecommender()
+def test_vpa_estimate_does_not_depend_on_the_request_in_force() -> None:
+    # Issue 13: the VPA baseline follows the documented algorithm, usage only. The same
+    # alternating usage (1.0 and 0.2) observed once under wildly varying requests and
+    # once under a constant one gives the same target; under the old request weighting
+    # the first followed 0.2 and the second 1.0.
+    varied, constant = VpaRecommender(), VpaRecommender()
     for i in range(288):
         usage = 1.0 if i % 2 else 0.2
         request = 0.1 if i % 2 else 2.0
-        weighted.observe(sample(300.0 * i, usage), CurrentResources(cpu_request_cores=request))
-        equal.observe(sample(300.0 * i, usage), CurrentResources(cpu_request_cores=1.0))
-    low, high = weighted.estimate().cpu_request_cores, equal.estimate().cpu_request_cores
-    assert low is not None
-    assert high is not None
-    assert low <= (0.2 * 1.05 + 0.001) * 1.15
-    assert high >= 1.0 * 1.15
+        varied.observe(sample(300.0 * i, usage), CurrentResources(cpu_request_cores=request))
+        constant.observe(sample(300.0 * i, usage), CurrentResources(cpu_request_cores=1.0))
+    a, b = varied.estimate().cpu_request_cores, constant.estimate().cpu_request_cores
+    assert a is not None
+    assert a == b
+    assert a >= 1.0 * 1.15
 
 
 def test_vpa_memory_is_the_daily_peak_times_margin() -> None:

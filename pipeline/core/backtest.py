@@ -11,6 +11,11 @@ anchored at the trace's first timestamp; ``.`` = samples)::
     ^ decide(b) sees only samples with timestamp < b; a proposal made at b is in
       force for every sample with timestamp >= b until the next proposal.
 
+One protocol for every recommender (issue 13): decisions start at the end of the
+container's warm-up (the first grid instant at or after its first sample + warm-up, which
+is when scoring starts), and the first decision each recommender makes is put in force.
+Before it, what is in force is the trace's spec (or nothing), for everyone alike.
+
 For each sample in time order: first every decision instant ``b <= sample.timestamp``
 not yet passed is run (``decide(b, in_force)``; a non-None answer becomes the value in
 force, as after a merged PR), then the sample is scored against the value in force (if
@@ -147,8 +152,15 @@ def replay_container(
     *,
     grid_start: float,
     step_seconds: float = DEFAULT_STEP_SECONDS,
+    decide_from: float | None = None,
 ) -> ContainerReplay:
     """Replay one container without lookahead (see the module docstring's timeline).
+
+    ``decide_from``: no decision instant before this time is run (the recommender
+    observes every sample all the same). :func:`run_backtest` passes the end of the
+    container's warm-up, so every recommender makes its first decision at the same
+    instant, when scoring starts, and none is scored on what it did (or did not do)
+    during the warm-up.
 
     Why separate from scoring: the no-lookahead property is stated (and tested) on what
     was in force, independently of any metric.
@@ -166,6 +178,10 @@ def replay_container(
     next_decision = grid_start + step_seconds * (
         math.floor((first - grid_start) / step_seconds) + 1
     )
+    if decide_from is not None and decide_from > next_decision:
+        next_decision = grid_start + step_seconds * math.ceil(
+            (decide_from - grid_start) / step_seconds
+        )
     for sample in series.samples:
         while sample.timestamp >= next_decision:
             proposed = recommender.decide(next_decision, in_force)
@@ -266,6 +282,7 @@ def run_backtest(
             factory(one.workload, one.container),
             grid_start=start,
             step_seconds=step_seconds,
+            decide_from=one.samples[0].timestamp + warmup_seconds if one.samples else None,
         )
         for one in series
     ]

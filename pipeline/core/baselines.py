@@ -17,8 +17,11 @@ and ``pkg/recommender/model/aggregations_config.go``):
 
 - CPU: a decaying histogram of usage samples, half-life ``--cpu-histogram-decay-half-life``
   = 24h, exponential buckets from 0.001 core growing 5% each up to 1000 cores
-  (``DefaultHistogramBucketSizeGrowth = 0.05``). Each sample weighs the container's CPU
-  request at that time, at least ``minSampleWeight = 0.1``. Target =
+  (``DefaultHistogramBucketSizeGrowth = 0.05``). Every sample weighs the same: the
+  estimate depends on the usage alone, never on what is in force (the VPA recommender's
+  code weighs by the request, which makes its answer depend on the request it set
+  itself; the evaluation protocol of issue 13 holds every recommender to the usage it
+  saw, so the baseline follows the documented algorithm, not that feedback). Target =
   p(``--target-cpu-percentile`` = 0.9) x (1 + ``--recommendation-margin-fraction`` = 0.15).
 - Memory: one sample per aggregation interval, the peak working set within it
   (``--memory-aggregation-interval`` = 24h; an interval starts at the first sample after
@@ -79,7 +82,8 @@ VPA_CPU_FIRST_BUCKET_CORES: Final = 0.001
 VPA_CPU_MAX_CORES: Final = 1000.0
 VPA_MEMORY_FIRST_BUCKET_BYTES: Final = 1e7
 VPA_MEMORY_MAX_BYTES: Final = 1e12
-VPA_MIN_SAMPLE_WEIGHT: Final = 0.1
+VPA_SAMPLE_WEIGHT: Final = 1.0
+"""Every CPU sample's weight in the VPA baseline (equal weights: usage only)."""
 VPA_POD_MIN_CPU_CORES: Final = 0.025
 VPA_POD_MIN_MEMORY_BYTES: Final = 250 * _MIB
 
@@ -198,12 +202,12 @@ class VpaRecommender:
         self._last_timestamp: float | None = None
 
     def observe(self, sample: SampleInput, in_force: CurrentResources) -> None:
-        """Fold one sample in; ``in_force`` supplies the CPU request that weighs it."""
+        """Fold one sample in, with the same weight whatever is in force."""
+        del in_force  # the documented algorithm weighs usage only
         if self._last_timestamp is not None and sample.timestamp <= self._last_timestamp:
             return
         self._last_timestamp = sample.timestamp
-        weight = max(in_force.cpu_request_cores or 0.0, VPA_MIN_SAMPLE_WEIGHT)
-        self.cpu.add(sample.cpu_usage_cores, weight, sample.timestamp)
+        self.cpu.add(sample.cpu_usage_cores, VPA_SAMPLE_WEIGHT, sample.timestamp)
         memory = sample.memory_working_set_bytes
         if memory is None:
             return
